@@ -1,0 +1,49 @@
+"""The `fastdipole` command line: one click group, one module per sub-command in `commands/`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import FastDipoleError
+
+
+class _FriendlyGroup(click.Group):
+    """Turns our own errors (bad data, bad model input) into one clean line instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FastDipoleError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_FriendlyGroup)
+@click.version_option(package_name="fastdipole")
+def main():
+    """fastdipole: fast HIP-NN dipole models with an auxiliary atomic-charge loss.
+
+    Units: positions in Angstrom, charges in e, dipoles in Debye (D) and e*Angstrom (1 e*A = 4.80320 D).
+    """
+
+
+def _register_commands():
+    # Each sub-command lives in its own module; a missing one (work in progress) is skipped.
+    import importlib
+
+    for name in ("data", "baseline", "train", "evaluate", "reproduce"):
+        try:
+            module = importlib.import_module(f"fastdipole.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"fastdipole.commands.{name}":
+                continue
+            raise
+        main.add_command(module.command)
+
+
+_register_commands()
+
+if __name__ == "__main__":
+    main()

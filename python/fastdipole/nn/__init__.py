@@ -1,0 +1,21 @@
+"""Torch modules of fastdipole: HIP-NN representation, charge readout and dipole model.
+
+Same function, parameter shapes, initialisation and state-dict keys as hippynn 0.1.3.
+"""
+
+from .charges import ChargeHead
+from .dipole import DipoleModel, DipoleOutput, molecule_centroids
+from .hipnn import HIPNN, ResidualLayer
+from .interaction import InteractionLayer
+from .sensitivity import InverseGaussianSensitivity
+
+__all__ = [
+    "HIPNN",
+    "ChargeHead",
+    "DipoleModel",
+    "DipoleOutput",
+    "InteractionLayer",
+    "InverseGaussianSensitivity",
+    "ResidualLayer",
+    "molecule_centroids",
+]

@@ -1,0 +1,167 @@
+"""HIP-NN representation: species one-hot -> interaction blocks -> per-layer atom features."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .. import ops
+from ..errors import ModelInputError
+from .interaction import InteractionLayer
+
+#: Pairs closer than this (Angstrom) are "coincident atoms": 1/r would blow up the sensitivities.
+MIN_PAIR_DISTANCE = 0.1
+
+
+class ResidualLayer(nn.Module):
+    """hippynn's ``ResNetWrapper``: ``y = res_layer(softplus(base_layer(x, ...))) + adjust_layer(x)``.
+
+    ``adjust_layer`` (Linear without bias) exists only when input and output widths differ.
+    """
+
+    def __init__(self, base_layer: nn.Module, nf_in: int, nf_mid: int, nf_out: int):
+        super().__init__()
+        self.base_layer = base_layer
+        self.res_layer = nn.Linear(nf_mid, nf_out)
+        self.activation = nn.Softplus()
+        self.adjust_layer = nn.Linear(nf_in, nf_out, bias=False) if nf_in != nf_out else None
+
+    def forward(self, x: Tensor, *args) -> Tensor:
+        out = self.res_layer(self.activation(self.base_layer(x, *args)))
+        return out + (self.adjust_layer(x) if self.adjust_layer is not None else x)
+
+
+class HIPNN(nn.Module):
+    """HIP-NN as hippynn 0.1.3 implements it (resnet blocks, softplus), on flat batches.
+
+    Use as a layer: ``features = HIPNN(...)(Z, R, offsets)`` gives the list
+    ``[z^0 (one-hot), z^1, ..., z^L]`` of per-atom features (n_atoms, width). ``Z`` (n_atoms,) atomic
+    numbers, ``R`` (n_atoms, 3) positions in Angstrom, ``offsets`` (n_molecules + 1,) int64 CSR: molecule
+    m owns atoms ``offsets[m]:offsets[m+1]``. Gradients flow to ``R`` (forces, dipole derivatives).
+
+    Parameter names, shapes and initialisation match ``hippynn.networks.Hipnn`` so state dicts load
+    either way.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int] = (1, 6, 7, 8, 9),
+        n_features: int = 60,
+        n_sensitivities: int = 20,
+        dist_soft_min: float = 0.85,
+        dist_soft_max: float = 5.0,
+        dist_hard_max: float = 6.5,
+        n_interaction_layers: int = 2,
+        n_atom_layers: int = 3,
+        kernels: str | None = None,
+        validate_inputs: bool = True,
+    ):
+        super().__init__()
+        species = sorted(int(s) for s in species)
+        if not species or species[0] < 1 or len(set(species)) != len(species):
+            raise ValueError(f"species must be distinct atomic numbers >= 1, got {species}")
+        self.species = species
+        self.n_features = n_features
+        self.dist_hard_max = float(dist_hard_max)
+        self.kernels = kernels
+        self.validate_inputs = validate_inputs
+        self.feature_sizes = (len(species), *([n_features] * n_interaction_layers))
+        # Atomic number -> one-hot column (-1 = not a species of this model); not in the state dict.
+        lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(species)] = torch.arange(len(species))
+        self.register_buffer("species_lookup", lookup, persistent=False)
+
+        self.blocks = nn.ModuleList()
+        for nf_in, nf_out in zip(self.feature_sizes[:-1], self.feature_sizes[1:]):
+            interaction = InteractionLayer(
+                nf_in, nf_out, n_sensitivities, dist_soft_min, dist_soft_max, dist_hard_max, kernels
+            )
+            block = nn.ModuleList([ResidualLayer(interaction, nf_in, nf_out, nf_out)])
+            for _ in range(n_atom_layers):
+                linear = nn.Linear(nf_out, nf_out)
+                nn.init.xavier_normal_(linear.weight)
+                block.append(ResidualLayer(linear, nf_out, nf_out, nf_out))
+            self.blocks.append(block)
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def one_hot(self, Z: Tensor, offsets: Tensor | None = None) -> Tensor:
+        """One-hot species features (n_atoms, n_species) in the dtype of the model's parameters."""
+        Z = Z.long()
+        in_range = (Z >= 0) & (Z < self.species_lookup.numel())
+        column = torch.where(in_range, self.species_lookup[Z.clamp(0, self.species_lookup.numel() - 1)], -1)
+        if self.validate_inputs and Z.numel() and bool((column < 0).any()):
+            atom = int((column < 0).nonzero()[0, 0])
+            where = _locate(atom, offsets)
+            raise ModelInputError(
+                f"element Z={int(Z[atom])} at {where} is not one of the model's species {self.species}"
+            )
+        dtype = self.blocks[0][0].base_layer.int_weights.dtype
+        return nn.functional.one_hot(column.clamp_min(0), len(self.species)).to(dtype)
+
+    def pairs_and_distances(self, R: Tensor, offsets: Tensor) -> tuple[ops.Pairs, Tensor]:
+        """Neighbour pairs within ``dist_hard_max`` and their distances (Angstrom, differentiable in R)."""
+        pairs = ops.neighbor_pairs(R.detach(), offsets, self.dist_hard_max, backend=self.kernels)
+        r = (R[pairs.second] - R[pairs.first]).norm(dim=-1)
+        if self.validate_inputs and r.numel() and bool((r < MIN_PAIR_DISTANCE).any()):
+            p = int((r < MIN_PAIR_DISTANCE).nonzero()[0, 0])
+            i, j = int(pairs.first[p]), int(pairs.second[p])
+            raise ModelInputError(
+                f"atoms {i} and {j} ({_locate(i, offsets)}) are {float(r[p]):.3g} Angstrom apart "
+                f"(coincident atoms; minimum is {MIN_PAIR_DISTANCE} Angstrom)"
+            )
+        return pairs, r
+
+    # ---- forward --------------------------------------------------------------------------------
+    def forward(self, Z: Tensor, R: Tensor, offsets: Tensor) -> list[Tensor]:
+        """Per-layer atom features ``[z^0, ..., z^L]`` for a flat batch of molecules."""
+        if self.validate_inputs:
+            _check_batch(Z, R, offsets)
+        pairs, r = self.pairs_and_distances(R, offsets)
+        return self.features_from_pairs(self.one_hot(Z, offsets).to(R.dtype), r, pairs)
+
+    def features_from_pairs(self, z0: Tensor, r: Tensor, pairs: ops.Pairs) -> list[Tensor]:
+        """Same as :meth:`forward` with one-hot features and pairs already computed."""
+        features = [z0]
+        z = z0
+        for block in self.blocks:
+            z = block[0](z, r, pairs)
+            for layer in block[1:]:
+                z = layer(z)
+            features.append(z)
+        return features
+
+    # ---- hippynn interop ------------------------------------------------------------------------
+    def load_hippynn_state_dict(self, state_dict: dict) -> None:
+        """Load a ``hippynn.networks.Hipnn`` state dict (parameter keys are identical by construction)."""
+        self.load_state_dict(state_dict)
+
+
+def _locate(atom: int, offsets: Tensor | None) -> str:
+    """'atom 7 of molecule 3 (batch atom 52)' for error messages."""
+    if offsets is None:
+        return f"atom {atom}"
+    mol = int(torch.searchsorted(offsets, torch.tensor(atom, device=offsets.device), right=True)) - 1
+    return f"atom {atom - int(offsets[mol])} of molecule {mol} (batch atom {atom})"
+
+
+def _check_batch(Z: Tensor, R: Tensor, offsets: Tensor) -> None:
+    """Shape/consistency checks with one-line messages (cheap: no per-atom host syncs)."""
+    if R.ndim != 2 or R.shape[1] != 3:
+        raise ModelInputError(f"R must have shape (n_atoms, 3) in Angstrom, got {tuple(R.shape)}")
+    if Z.shape != (R.shape[0],):
+        raise ModelInputError(f"Z must have shape ({R.shape[0]},) to match R, got {tuple(Z.shape)}")
+    if offsets.ndim != 1 or offsets.numel() < 1 or offsets.dtype != torch.long:
+        raise ModelInputError("offsets must be a 1-D int64 tensor of length n_molecules + 1")
+    if int(offsets[0]) != 0 or int(offsets[-1]) != R.shape[0]:
+        raise ModelInputError(
+            f"offsets must start at 0 and end at n_atoms={R.shape[0]}, got {int(offsets[0])}..{int(offsets[-1])}"
+        )
+    steps = offsets[1:] - offsets[:-1]
+    if steps.numel() and bool((steps < 0).any()):
+        mol = int((steps < 0).nonzero()[0, 0])
+        raise ModelInputError(f"offsets decrease at molecule {mol}")
+    if R.numel() and not bool(torch.isfinite(R).all()):
+        atom = int((~torch.isfinite(R)).any(dim=1).nonzero()[0, 0])
+        raise ModelInputError(f"non-finite coordinate at {_locate(atom, offsets)}")
