@@ -1,0 +1,254 @@
+"""`MoleculeDataset`: many molecules stored flat (CSR layout), plus the checks that keep bad data out.
+
+Atoms of all molecules are concatenated; molecule ``m`` owns atoms ``offsets[m]:offsets[m+1]``.
+Units: positions in Angstrom, charges in e, dipoles in Debye (as stored in the HDF5 files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError
+
+#: Two atoms of one molecule closer than this (Angstrom) are treated as a data error.
+MIN_ATOM_DISTANCE_ANGSTROM = 0.1
+
+#: Largest atomic number accepted at all (species lists narrow it further).
+MAX_ATOMIC_NUMBER = 118
+
+# Upper bound on the number of float32 entries of one (molecules, n, n, 3) difference block in the
+# coincident-atom check; keeps its memory near 50 MB whatever the molecule sizes.
+_PAIR_BLOCK_ENTRIES = 12_000_000
+
+
+@dataclass
+class MoleculeDataset:
+    """Molecules in flat CSR layout (numpy arrays).
+
+    Attributes:
+        Z: int64 (N,) atomic numbers.
+        R: float32 (N, 3) positions, Angstrom.
+        offsets: int64 (M+1,); molecule m is atoms ``offsets[m]:offsets[m+1]``.
+        mu_debye: float32 (M,) dipole moment magnitudes, Debye.
+        charges: float32 (N,) per-atom charge labels, e (or None).
+        mu_vec_debye: float32 (M, 3) dipole vectors, Debye (or None).
+        source: where the data came from (file path), used in error messages.
+        extra: other per-molecule arrays (e.g. ``gdb_id``), each of length M.
+    """
+
+    Z: np.ndarray
+    R: np.ndarray
+    offsets: np.ndarray
+    mu_debye: np.ndarray
+    charges: np.ndarray | None = None
+    mu_vec_debye: np.ndarray | None = None
+    source: str = "<memory>"
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_molecules(self) -> int:
+        return int(len(self.offsets) - 1)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(len(self.Z))
+
+    @property
+    def n_atoms_per_molecule(self) -> np.ndarray:
+        """int64 (M,) number of atoms of each molecule."""
+        return np.diff(self.offsets)
+
+    def molecule(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Z, R [Angstrom]) of molecule ``i``."""
+        m = int(np.arange(self.n_molecules)[i])  # same negative-index rules as numpy
+        start, stop = self.offsets[m], self.offsets[m + 1]
+        return self.Z[start:stop], self.R[start:stop]
+
+    def molecule_of_atom(self, atom_index) -> np.ndarray | int:
+        """Index of the molecule that owns each given atom index."""
+        return np.searchsorted(self.offsets, atom_index, side="right") - 1
+
+    def subset(self, indices) -> "MoleculeDataset":
+        """Molecules ``indices`` (int array, slice or boolean mask), in the given order, as a new dataset."""
+        try:
+            idx = np.arange(self.n_molecules, dtype=np.int64)[indices]
+        except IndexError as err:
+            raise DataError(f"{self.source}: bad molecule selection for {self.n_molecules} molecules ({err})") from None
+        idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
+        atom_idx, offsets = atom_indices(self.offsets, idx)
+        return MoleculeDataset(
+            Z=self.Z[atom_idx],
+            R=self.R[atom_idx],
+            offsets=offsets,
+            mu_debye=self.mu_debye[idx],
+            charges=None if self.charges is None else self.charges[atom_idx],
+            mu_vec_debye=None if self.mu_vec_debye is None else self.mu_vec_debye[idx],
+            source=self.source,
+            extra={k: v[idx] for k, v in self.extra.items()},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"MoleculeDataset({self.n_molecules} molecules, {self.n_atoms} atoms, "
+            f"charges={'yes' if self.charges is not None else 'no'}, source={self.source!r})"
+        )
+
+
+def atom_indices(offsets: np.ndarray, molecules: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Atom indices of ``molecules`` (concatenated, in order) and their new local CSR offsets.
+
+    Vectorised: one ``np.repeat`` instead of a Python loop, so it is cheap enough to run per batch.
+    """
+    starts = offsets[molecules]
+    counts = offsets[molecules + 1] - starts
+    new_offsets = np.zeros(len(molecules) + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_offsets[1:])
+    # atom k of the output belongs to output molecule j: source atom = starts[j] + (k - new_offsets[j])
+    shift = np.repeat(starts - new_offsets[:-1], counts)
+    return np.arange(new_offsets[-1], dtype=np.int64) + shift, new_offsets
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation: every check raises a one-line DataError naming the source, the array and the molecule.
+
+
+def validate(dataset: MoleculeDataset, species=None) -> None:
+    """Raise DataError on malformed data; ``species`` (iterable of atomic numbers) restricts elements.
+
+    Checks: array shapes and lengths, CSR offsets, empty molecules, atomic numbers, NaN/inf values,
+    and coincident atoms (two atoms of a molecule closer than 0.1 Angstrom).
+    """
+    src = dataset.source
+    check_shapes(dataset)
+    n_mol = dataset.n_molecules
+
+    counts = dataset.n_atoms_per_molecule
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        raise DataError(f"{src}: array 'offsets': molecule {empty[0]} has no atoms ({len(empty)} empty molecules)")
+
+    Z = dataset.Z
+    bad = np.flatnonzero((Z < 1) | (Z > MAX_ATOMIC_NUMBER))
+    if len(bad):
+        m = dataset.molecule_of_atom(bad[0])
+        raise DataError(f"{src}: array 'Z': molecule {m} has invalid atomic number {Z[bad[0]]} (atom {bad[0]})")
+    if species is not None:
+        check_species(dataset, species)
+
+    _check_finite(dataset.R, "R", dataset, per_atom=True)
+    if dataset.charges is not None:
+        _check_finite(dataset.charges, "charges", dataset, per_atom=True)
+    _check_finite(dataset.mu_debye, "mu", dataset, per_atom=False)
+    if dataset.mu_vec_debye is not None:
+        _check_finite(dataset.mu_vec_debye, "mu_vec", dataset, per_atom=False)
+    neg = np.flatnonzero(dataset.mu_debye < 0)
+    if len(neg):
+        raise DataError(f"{src}: array 'mu': molecule {neg[0]} has a negative dipole magnitude {dataset.mu_debye[neg[0]]} D")
+    assert n_mol == len(dataset.mu_debye)
+
+    check_coincident_atoms(dataset)
+
+
+def check_shapes(dataset: MoleculeDataset) -> None:
+    """Shapes, lengths and CSR offsets agree (cheap; no per-atom scan beyond the offsets)."""
+    src = dataset.source
+    off = np.asarray(dataset.offsets)
+    if off.ndim != 1 or len(off) < 1:
+        raise DataError(f"{src}: array 'offsets' must be 1-D with M+1 >= 1 entries, got shape {off.shape}")
+    if off[0] != 0:
+        raise DataError(f"{src}: array 'offsets' must start at 0, got offsets[0] = {off[0]}")
+    dec = np.flatnonzero(np.diff(off) < 0)
+    if len(dec):
+        raise DataError(
+            f"{src}: array 'offsets' decreases at molecule {dec[0]} "
+            f"(offsets[{dec[0]}] = {off[dec[0]]} > offsets[{dec[0] + 1}] = {off[dec[0] + 1]})"
+        )
+    n_atoms, n_mol = len(dataset.Z), len(off) - 1
+    if dataset.Z.ndim != 1:
+        raise DataError(f"{src}: array 'Z' must be 1-D, got shape {dataset.Z.shape}")
+    if off[-1] != n_atoms:
+        raise DataError(
+            f"{src}: array 'offsets' ends at {off[-1]} but array 'Z' has {n_atoms} atoms "
+            f"(last molecule {n_mol - 1})"
+        )
+    if dataset.R.ndim != 2 or dataset.R.shape[1] != 3:
+        raise DataError(f"{src}: array 'R' must have shape (n_atoms, 3), got {dataset.R.shape}")
+    per_atom = {"R": dataset.R, "charges": dataset.charges}
+    for name, arr in per_atom.items():
+        if arr is not None and len(arr) != n_atoms:
+            raise DataError(f"{src}: array '{name}' has {len(arr)} entries but array 'Z' has {n_atoms} atoms")
+    if dataset.charges is not None and dataset.charges.ndim != 1:
+        raise DataError(f"{src}: array 'charges' must be 1-D, got shape {dataset.charges.shape}")
+    per_mol = {"mu": dataset.mu_debye, "mu_vec": dataset.mu_vec_debye, **dataset.extra}
+    for name, arr in per_mol.items():
+        if arr is not None and len(arr) != n_mol:
+            raise DataError(f"{src}: array '{name}' has {len(arr)} entries but array 'offsets' describes {n_mol} molecules")
+    if dataset.mu_debye.ndim != 1:
+        raise DataError(f"{src}: array 'mu' must be 1-D, got shape {dataset.mu_debye.shape}")
+    if dataset.mu_vec_debye is not None and (dataset.mu_vec_debye.ndim != 2 or dataset.mu_vec_debye.shape[1] != 3):
+        raise DataError(f"{src}: array 'mu_vec' must have shape (n_molecules, 3), got {dataset.mu_vec_debye.shape}")
+
+
+def check_species(dataset: MoleculeDataset, species) -> None:
+    """Raise DataError naming the first molecule holding an element not in ``species`` (atomic numbers)."""
+    allowed = np.zeros(max(int(np.max(dataset.Z, initial=0)), max(species, default=0)) + 1, dtype=bool)
+    allowed[np.asarray(list(species), dtype=np.int64)] = True
+    Z = dataset.Z
+    bad = np.flatnonzero(~allowed[np.clip(Z, 0, None)] | (Z < 0))
+    if len(bad):
+        m = dataset.molecule_of_atom(bad[0])
+        raise DataError(
+            f"{dataset.source}: array 'Z': molecule {m} contains element Z={Z[bad[0]]} (atom {bad[0]}), "
+            f"not among the allowed species {sorted(int(s) for s in species)}"
+        )
+
+
+def _check_finite(arr: np.ndarray, name: str, dataset: MoleculeDataset, per_atom: bool) -> None:
+    ok = np.isfinite(arr)
+    if ok.all():
+        return
+    flat = ok.reshape(len(arr), -1).all(axis=1)
+    first = int(np.flatnonzero(~flat)[0])
+    if per_atom:
+        m = dataset.molecule_of_atom(first)
+        raise DataError(f"{dataset.source}: array '{name}': molecule {m} has a NaN or infinite value (atom {first})")
+    raise DataError(f"{dataset.source}: array '{name}': molecule {first} has a NaN or infinite value")
+
+
+def check_coincident_atoms(dataset: MoleculeDataset, min_distance: float = MIN_ATOM_DISTANCE_ANGSTROM) -> None:
+    """Raise DataError if two atoms of one molecule are closer than ``min_distance`` Angstrom.
+
+    Molecules are grouped by size so each group is one dense (k, n, n) distance computation; groups
+    are cut into blocks so memory stays bounded for large molecules.
+    """
+    counts = dataset.n_atoms_per_molecule
+    starts = dataset.offsets[:-1]
+    R = dataset.R
+    min_d2 = float(min_distance) ** 2
+    first_bad = None  # (molecule, i, j, distance)
+    for n in np.unique(counts):
+        if n < 2:
+            continue
+        mols = np.flatnonzero(counts == n)
+        iu, ju = np.triu_indices(n, k=1)
+        block = max(1, _PAIR_BLOCK_ENTRIES // (n * n * 3))
+        for b in range(0, len(mols), block):
+            sel = mols[b : b + block]
+            pos = R[starts[sel][:, None] + np.arange(n)]  # (k, n, 3)
+            diff = pos[:, iu, :] - pos[:, ju, :]  # (k, pairs, 3)
+            d2 = np.einsum("kpc,kpc->kp", diff, diff)
+            hit = d2 < min_d2
+            if hit.any():
+                k, p = np.argwhere(hit)[0]
+                cand = (int(sel[k]), int(iu[p]), int(ju[p]), float(np.sqrt(d2[k, p])))
+                if first_bad is None or cand[0] < first_bad[0]:
+                    first_bad = cand
+                break  # later blocks of this size only hold larger molecule indices
+    if first_bad is not None:
+        m, i, j, d = first_bad
+        raise DataError(
+            f"{dataset.source}: array 'R': molecule {m} has coincident atoms {i} and {j} "
+            f"({d:.4f} Angstrom apart, minimum {min_distance} Angstrom)"
+        )

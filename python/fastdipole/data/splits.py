@@ -1,0 +1,104 @@
+"""Train / validation / test splits of molecule indices, and their storage as .npz files."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+#: The usual QM9 dipole protocol: 110,000 training and 10,000 validation molecules, the rest test.
+QM9_TRAIN, QM9_VALID = 110_000, 10_000
+
+
+def _count(value, n: int, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise DataError(f"split size '{name}' must be a fraction or a count, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        if value < 0:
+            raise DataError(f"split size '{name}' must be >= 0, got {value}")
+        return int(value)
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise DataError(f"split fraction '{name}' must be in [0, 1], got {value}")
+    return int(np.floor(value * n + 1e-9))
+
+
+def make_split(n_molecules: int, protocol: str = "random", train=0.8, valid=0.1, test=None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Split ``range(n_molecules)`` into sorted ``train``/``valid``/``test`` index arrays.
+
+    ``train``/``valid``/``test`` are fractions (floats) or counts (ints); ``test=None`` takes the rest.
+    ``protocol="qm9"`` ignores them and uses 110,000 / 10,000 / rest. The assignment is a random
+    permutation from ``numpy.random.default_rng(seed)``.
+    """
+    n = int(n_molecules)
+    if protocol == "qm9":
+        if n <= QM9_TRAIN + QM9_VALID:
+            raise DataError(
+                f"protocol 'qm9' needs more than {QM9_TRAIN + QM9_VALID} molecules "
+                f"({QM9_TRAIN} train + {QM9_VALID} valid + a test set); the dataset has {n}"
+            )
+        n_train, n_valid, n_test = QM9_TRAIN, QM9_VALID, n - QM9_TRAIN - QM9_VALID
+    elif protocol == "random":
+        n_train, n_valid = _count(train, n, "train"), _count(valid, n, "valid")
+        n_test = n - n_train - n_valid if test is None else _count(test, n, "test")
+        if n_train + n_valid + n_test > n or n_test < 0:
+            raise DataError(
+                f"split sizes train={n_train} valid={n_valid} test={max(n_test, 0)} exceed the {n} molecules"
+            )
+        if n_train == 0:
+            raise DataError(f"split gives an empty training set ({n} molecules, train={train!r})")
+    else:
+        raise DataError(f"unknown split protocol '{protocol}' (choose 'random' or 'qm9')")
+    perm = np.random.default_rng(seed).permutation(n)
+    cut1, cut2 = n_train, n_train + n_valid
+    return {
+        "train": np.sort(perm[:cut1]).astype(np.int64),
+        "valid": np.sort(perm[cut1:cut2]).astype(np.int64),
+        "test": np.sort(perm[cut2 : cut2 + n_test]).astype(np.int64),
+    }
+
+
+def save_split(split: dict[str, np.ndarray], path) -> Path:
+    """Write the split to an .npz file atomically (``path.tmp`` then ``os.replace``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:  # a file object keeps numpy from appending ".npz" to the name
+            np.savez(fh, **{k: np.asarray(v, dtype=np.int64) for k, v in split.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_split(path) -> dict[str, np.ndarray]:
+    """Read a split written by :func:`save_split` (dict of int64 index arrays)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: split file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            split = {k: np.asarray(data[k], dtype=np.int64) for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz split file ({' '.join(str(err).split())})") from None
+    for name, idx in split.items():
+        if idx.ndim != 1 or (len(idx) and idx.min() < 0):
+            raise DataError(f"{path}: split '{name}' must be a 1-D array of non-negative molecule indices")
+    return split
+
+
+def split_indices(split: dict[str, np.ndarray], name: str, n_molecules: int, source: str = "split") -> np.ndarray:
+    """``split[name]``, checked against a dataset of ``n_molecules`` molecules."""
+    if name not in split:
+        raise DataError(f"{source}: no split named '{name}'; splits present: {', '.join(sorted(split)) or 'none'}")
+    idx = split[name]
+    if len(idx) and idx.max() >= n_molecules:
+        raise DataError(
+            f"{source}: split '{name}' refers to molecule {idx.max()} but the dataset has only {n_molecules} molecules"
+        )
+    return idx
