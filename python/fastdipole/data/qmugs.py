@@ -77,6 +77,9 @@ def find_sdf_files(path) -> list[Path]:
     if not path.exists():
         raise DataError(f"{path}: not found")
     if path.is_file():
+        if path.suffix.lower() != ".sdf":
+            # e.g. QMugs's structures.tar.gz: RDKit would only report an unparsable record.
+            raise DataError(f"{path}: expected an .sdf file or a folder of them (extract archives first)")
         return [path]
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".sdf" and p.is_file())
     if not files:
@@ -125,7 +128,7 @@ def parse_record(mol, level: str, where: str) -> QMugsRecord:
     if len(bad):
         atom = mol.GetAtomWithIdx(int(bad[0]))
         raise DataError(
-            f"{where}: atom {bad[0] + 1} is element {atom.GetSymbol() or symbol(Z[bad[0]])}, "
+            f"{where}: atom {bad[0]} (counted from 0) is element {atom.GetSymbol() or symbol(Z[bad[0]])}, "
             f"not one of H C N O F P S Cl Br I"
         )
     if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
@@ -223,7 +226,11 @@ def _validate_naming_records(dataset: MoleculeDataset, records: list[QMugsRecord
         for m, (cid, conf) in enumerate(zip(dataset.extra["chembl_id"], dataset.extra["conf_id"])):
             one = dataset.subset([m])
             one.source = order[(cid, int(conf))].where
-            validate(one)  # raises with the file and record in the message
+            try:
+                validate(one)
+            except DataError as one_err:
+                # Name the SDF record; "molecule 0" of a one-record dataset would only confuse.
+                raise DataError(str(one_err).replace(": molecule 0 ", ": the molecule ", 1)) from None
         raise
 
 
