@@ -1,0 +1,79 @@
+"""`fastdipole evaluate`: errors of a trained run on a dataset split, as a table, metrics.json and parity plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("evaluate")
+@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="run folder written by `fastdipole train`")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="dataset .h5 file (default: the run's training data)")
+@click.option("--split", "split_name", type=click.Choice(["test", "valid", "train", "all"]), default="test",
+              show_default=True, help="which molecules: a split of the run (or of --split-file), or all")
+@click.option("--split-file", type=click.Path(dir_okay=False), default=None,
+              help="split .npz whose indices refer to --data (default: the run's split.npz for the run's data)")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="checkpoint to evaluate")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="output folder (default: <run>/eval_<split>)")
+@click.option("--charges", "charge_array", default=None,
+              help="per-atom charge array to compare with, e (default: the run's, skipped when the file lacks it)")
+@click.option("--batch-size", type=int, default=512, show_default=True, help="molecules per prediction batch")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True)
+def command(run_dir, data, split_name, split_file, which, out, charge_array, batch_size, device, kernels):
+    """Dipole MAE/RMSE (D and e*A), mean relative error (%) and charge MAE/RMSE (e) of a trained model."""
+    from ..data import check_species, load_h5, load_split, split_indices
+    from ..evaluation import evaluate, save_evaluation
+    from ..train import load_checkpoint, load_model, read_config
+    from ..train.trainer import BEST, LAST, SPLIT_FILE, file_has_array
+
+    run = Path(run_dir)
+    config, meta = read_config(run)
+    run_data = Path(meta.get("run", {}).get("data_path") or config.data_path())
+    data_path = Path(data).expanduser().resolve() if data else run_data
+    same_data = data_path == run_data.resolve()
+    charge_array = charge_array or config.charge_array
+    dataset = load_h5(data_path, charges=charge_array if file_has_array(data_path, charge_array) else None)
+    check_species(dataset, config.species)
+
+    label = split_name
+    if split_name == "all":
+        indices = None
+    elif split_file is not None:
+        indices = split_indices(load_split(split_file), split_name, dataset.n_molecules, source=split_file)
+    elif same_data:
+        indices = split_indices(load_split(run / SPLIT_FILE), split_name, dataset.n_molecules,
+                                source=str(run / SPLIT_FILE))
+    else:
+        click.echo(f"note: {data_path} is not the run's data; evaluating all its molecules "
+                   f"(give --split-file to select a split)")
+        indices, label = None, "all"
+    if out is None:
+        out = run / (f"eval_{label}" if same_data else f"eval_{data_path.stem}_{label}")
+
+    model = load_model(run, which=which, device=device, kernels=None if kernels == "auto" else kernels)
+    epoch = load_checkpoint(run / (BEST if which == "best" else LAST))["epoch"]
+    result = evaluate(model, dataset, indices, batch_size)
+    m = result.metrics
+    title = f"{run.name} ({which}, epoch {epoch}) on {data_path.name}, {label}"
+    paths = save_evaluation(result, out, title=title, extra={
+        "run": str(run), "checkpoint": which, "epoch": epoch, "data": str(data_path), "split": label,
+        "charge_labels": charge_array if dataset.charges is not None else None,
+    })
+
+    click.echo(f"{run} (checkpoint {which}, epoch {epoch}) on {data_path}, split {label}")
+    click.echo(f"{'':<30}{'MAE':>12}{'RMSE':>12}")
+    click.echo(f"{'dipole |mu| (D)':<30}{m['dipole_mae_debye']:>12.4f}{m['dipole_rmse_debye']:>12.4f}")
+    click.echo(f"{'dipole |mu| (e*A)':<30}{m['dipole_mae_e_angstrom']:>12.4f}{m['dipole_rmse_e_angstrom']:>12.4f}")
+    click.echo(f"{'mean relative error |mu| (%)':<30}{m['dipole_mean_relative_error_percent']:>12.2f}")
+    if m.get("charge_mae_e") is not None:
+        click.echo(f"{'atomic charge (e)':<30}{m['charge_mae_e']:>12.4f}{m['charge_rmse_e']:>12.4f}"
+                   f"   vs '{charge_array}'")
+    click.echo(f"{'mean |total charge| (e)':<30}{m['total_charge_mean_abs_e']:>12.4f}")
+    click.echo(f"molecules: {m['n_molecules']}, atoms: {m['n_atoms']}")
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,73 @@
+"""`fastdipole train`: train a HIP-NN dipole model with the paper's loss (thin wrapper over fastdipole.train)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from click.core import ParameterSource
+
+from ..train.config import DEFAULT_EPOCHS, TrainConfig
+
+# CLI option name -> TrainConfig field (where they differ).
+_FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "plateau_patience"}
+
+
+@click.command("train")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="dataset .h5 file (default: the bundled 4,000-molecule QM9 sample)")
+@click.option("--charges", type=click.Choice(["none", "mulliken", "average"]), default="mulliken", show_default=True,
+              help="charge labels of the auxiliary loss: none, the file's Mulliken charges, or per-element means")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the split, the weights and the shuffling")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="run folder (default runs/<timestamp>)")
+@click.option("--split", type=click.Choice(["random", "qm9"]), default="random", show_default=True,
+              help="random fractions, or QM9's 110,000 train / 10,000 valid / rest test")
+@click.option("--train", type=float, default=0.8, show_default=True, help="training fraction (random split)")
+@click.option("--valid", type=float, default=0.1, show_default=True, help="validation fraction (random split)")
+@click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True, help="maximum number of epochs")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="molecules per training batch")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate")
+@click.option("--n-features", type=int, default=60, show_default=True, help="HIP-NN features per layer")
+@click.option("--n-sensitivities", type=int, default=20, show_default=True, help="distance sensitivities")
+@click.option("--n-interactions", type=int, default=2, show_default=True, help="interaction layers")
+@click.option("--n-atom-layers", type=int, default=3, show_default=True, help="atom layers per interaction block")
+@click.option("--l1", type=float, default=0.04, show_default=True, help="weight of the charge loss terms")
+@click.option("--l2", type=float, default=0.96, show_default=True, help="weight of the dipole-magnitude loss terms")
+@click.option("--patience", type=int, default=15, show_default=True,
+              help="early stopping: epochs without a better validation dipole MAE")
+@click.option("--lr-patience", type=int, default=5, show_default=True,
+              help="epochs without improvement before the learning rate is halved")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: 1 on <= 2 cores, else all)")
+@click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True,
+              help="compiled C++/CUDA kernels or the pure-PyTorch reference ops")
+@click.option("--resume", is_flag=True, help="continue the interrupted run in --out from checkpoint_last.pt")
+@click.option("--max-minutes", type=float, default=None,
+              help="stop before an epoch that would end past this many minutes of training")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="show the tqdm progress bar")
+def command(resume, progress, **options):
+    """Train a dipole model; writes config.json, split.npz, metrics.csv and checkpoints to the run folder.
+
+    Loss: l1 * (RMSE_q + MAE_q + mean|q|) + l2 * (RMSE_|mu| + MAE_|mu|), charges in e, dipoles in e*Angstrom.
+    Metrics are printed in Debye (D) and e*Angstrom (e*A).
+    """
+    from ..train import read_config, train
+
+    ctx = click.get_current_context()
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
+    fields = {_FIELD.get(k, k): v for k, v in options.items()}
+    if resume:
+        if options["out"] is None:
+            raise click.UsageError("--resume needs --out RUN_FOLDER")
+        # The saved settings hold; only options given explicitly are checked against / applied to them.
+        base, _ = read_config(options["out"])
+        fields = {**base.to_dict(), **{_FIELD.get(k, k): v for k, v in given.items()}}
+    try:
+        config = TrainConfig.from_dict(fields)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    try:
+        run_dir = train(config, resume=resume, progress=progress)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    click.echo(f"run folder: {run_dir}")

@@ -1,0 +1,128 @@
+"""Batched, gradient-free predictions of a DipoleModel on a dataset, and their error metrics."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..data import BatchLoader, MoleculeDataset
+from ..units import DEBYE_PER_E_ANGSTROM
+from .metrics import charge_metrics, dipole_metrics, total_charge_metrics
+
+
+class Predictions(NamedTuple):
+    """Predictions for the evaluated molecules, in the order of ``index``.
+
+    index: int64 (M,) molecule indices into the dataset. mu_pred_debye / mu_label_debye: (M,) dipole
+    magnitudes, Debye. charges_pred: (N,) predicted atomic charges, e, atoms concatenated in molecule
+    order; atom_offsets: int64 (M+1,) CSR offsets into it. charges_label: (N,) labels (e) or None.
+    """
+
+    index: np.ndarray
+    mu_pred_debye: np.ndarray
+    mu_label_debye: np.ndarray
+    charges_pred: np.ndarray
+    charges_label: np.ndarray | None
+    atom_offsets: np.ndarray
+
+
+class EvaluationResult(NamedTuple):
+    """``metrics`` (JSON-ready dict, units in the key names) and the raw ``predictions``."""
+
+    metrics: dict
+    predictions: Predictions
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None -> cuda when available, else cpu."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512, device=None,
+            charges=None) -> Predictions:
+    """Run ``model`` over molecules ``indices`` (default all) in batches, without gradients.
+
+    ``charges`` (float (N,) over the whole dataset, e) replaces the dataset's charge labels.
+    """
+    param = next(model.parameters())
+    device = param.device if device is None else resolve_device(device)
+    loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype, charges=charges)
+    was_training = model.training
+    model.eval()
+    mu_pred, q_pred, q_label, counts = [], [], [], []
+    try:
+        for batch in loader:
+            out = model(batch.Z.to(device), batch.R.to(device), batch.offsets.to(device))
+            mu_pred.append(out.magnitude.double().cpu().numpy() * DEBYE_PER_E_ANGSTROM)
+            q_pred.append(out.charges.double().cpu().numpy())
+            if batch.charges is not None:
+                q_label.append(batch.charges.double().numpy())
+            counts.append(np.diff(batch.offsets.numpy()))
+    finally:
+        model.train(was_training)
+    index = loader.indices
+    counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    atom_offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=atom_offsets[1:])
+    has_labels = dataset.charges is not None or charges is not None
+    return Predictions(
+        index=index,
+        mu_pred_debye=np.concatenate(mu_pred) if mu_pred else np.zeros(0),
+        mu_label_debye=dataset.mu_debye[index].astype(np.float64),
+        charges_pred=np.concatenate(q_pred) if q_pred else np.zeros(0),
+        charges_label=(np.concatenate(q_label) if q_label else np.zeros(0)) if has_labels else None,
+        atom_offsets=atom_offsets,
+    )
+
+
+def metrics_from_predictions(pred: Predictions) -> dict:
+    """Dipole metrics (D, e*A, %), charge metrics (e) when labels exist, mean |total charge| (e)."""
+    metrics = dipole_metrics(pred.mu_pred_debye, pred.mu_label_debye)
+    if pred.charges_label is not None:
+        metrics.update(charge_metrics(pred.charges_pred, pred.charges_label))
+    else:
+        metrics.update({"n_atoms": int(len(pred.charges_pred)), "charge_mae_e": None, "charge_rmse_e": None})
+    metrics.update(total_charge_metrics(pred.charges_pred, pred.atom_offsets))
+    return metrics
+
+
+def evaluate(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512, device=None,
+             charges=None) -> EvaluationResult:
+    """Predict molecules ``indices`` of ``dataset`` and compute their error metrics.
+
+    Returns ``EvaluationResult(metrics, predictions)``; ``metrics`` keys carry their units
+    (``dipole_mae_debye``, ``dipole_mae_e_angstrom``, ``charge_mae_e``, ...).
+    """
+    pred = predict(model, dataset, indices, batch_size, device, charges)
+    return EvaluationResult(metrics_from_predictions(pred), pred)
+
+
+def save_evaluation(result: EvaluationResult, out_dir, title: str = "", extra: dict | None = None) -> dict:
+    """Write ``metrics.json`` (plus ``extra`` fields), ``dipole_parity.png`` and, with labels, ``charge_parity.png``.
+
+    Returns the written paths by name. Files are replaced atomically.
+    """
+    from pathlib import Path
+
+    from ..train.checkpoint import atomic_write_json
+    from .plots import parity_plot
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pred = result.predictions
+    paths = {"metrics": atomic_write_json({**(extra or {}), **result.metrics}, out / "metrics.json")}
+    paths["dipole_parity"] = parity_plot(
+        pred.mu_label_debye, pred.mu_pred_debye, out / "dipole_parity.png",
+        quantity="dipole magnitude |mu|", units="D", title=title,
+    )
+    if pred.charges_label is not None:
+        paths["charge_parity"] = parity_plot(
+            pred.charges_label, pred.charges_pred, out / "charge_parity.png",
+            quantity="atomic charge", units="e", title=title,
+        )
+    return paths

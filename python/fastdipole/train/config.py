@@ -1,0 +1,124 @@
+"""`TrainConfig`: every setting of a training run, saved as the run's ``config.json``.
+
+Defaults are hippynn's QM9-like settings (see shared notes): 2 interaction layers x 3 atom layers,
+20 sensitivities, distances 0.85 / 5.0 / 6.5 Angstrom, Adam lr 1e-3, batch 128, and the paper's loss
+weights l1 = 0.04 (charges) and l2 = 0.96 (dipole magnitude).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHARGE_MODES = ("none", "mulliken", "average")
+DEVICES = ("cpu", "cuda", "auto")
+KERNEL_CHOICES = ("auto", "kernels", "reference")
+
+#: Epochs of a default ``fastdipole train`` (sized so the bundled sample trains in a few minutes on 2 CPU cores).
+DEFAULT_EPOCHS = 80
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (units: Angstrom, e, e*Angstrom; lr per Adam step).
+
+    ``data=None`` means the bundled QM9 sample; ``out=None`` means ``runs/<timestamp>``;
+    ``species=None`` takes the elements present in the data; ``threads=None`` uses 1 thread on
+    machines with <= 2 cores, else all cores; ``max_minutes=None`` means no time limit.
+    """
+
+    # data
+    data: str | None = None
+    charges: str = "mulliken"  # none | mulliken | average
+    charge_array: str = "q_mulliken"  # per-atom label array read from the file (e)
+    split: str = "random"  # random | qm9
+    train_fraction: float = 0.8
+    valid_fraction: float = 0.1
+    seed: int = 0
+    out: str | None = None
+    # model (hippynn's HIPNN arguments)
+    species: list[int] | None = None
+    n_features: int = 60
+    n_sensitivities: int = 20
+    n_interactions: int = 2
+    n_atom_layers: int = 3
+    dist_soft_min: float = 0.85
+    dist_soft_max: float = 5.0
+    dist_hard_max: float = 6.5
+    dipole_origin: str = "centroid"
+    # optimisation
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = 128
+    lr: float = 1e-3
+    l1: float = 0.04
+    l2: float = 0.96
+    plateau_patience: int = 5  # epochs without a better valid dipole MAE before lr *= plateau_factor
+    plateau_factor: float = 0.5
+    patience: int = 15  # early stopping: epochs without a better valid dipole MAE
+    min_lr: float = 1e-5  # early stopping: stop once the lr falls below this
+    eval_batch_size: int = 512
+    # machine
+    device: str = "auto"
+    threads: int | None = None
+    kernels: str = "auto"
+    max_minutes: float | None = None
+    extra: dict = field(default_factory=dict)  # free-form notes (e.g. from `reproduce`)
+
+    def __post_init__(self):
+        if self.charges not in CHARGE_MODES:
+            raise ValueError(f"charges must be one of {CHARGE_MODES}, got {self.charges!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {self.kernels!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
+        if self.l1 < 0 or self.l2 < 0:
+            raise ValueError(f"loss weights must be >= 0, got l1={self.l1}, l2={self.l2}")
+
+    # ---- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys (e.g. run metadata in config.json) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ---- derived settings --------------------------------------------------------------------------
+    def data_path(self) -> Path:
+        """The dataset file (the bundled sample when ``data`` is None), resolved to an absolute path."""
+        if self.data is None:
+            from ..data import bundled_sample_path
+
+            return bundled_sample_path()
+        return Path(self.data).expanduser().resolve()
+
+    def model_kwargs(self) -> dict:
+        """Keyword arguments of :meth:`fastdipole.nn.DipoleModel.from_config` (needs ``species``)."""
+        if self.species is None:
+            raise ValueError("species unknown: resolve it from the data first")
+        return dict(
+            species=[int(s) for s in self.species],
+            n_features=self.n_features,
+            n_sensitivities=self.n_sensitivities,
+            dist_soft_min=self.dist_soft_min,
+            dist_soft_max=self.dist_soft_max,
+            dist_hard_max=self.dist_hard_max,
+            n_interaction_layers=self.n_interactions,
+            n_atom_layers=self.n_atom_layers,
+            dipole_origin=self.dipole_origin,
+        )
+
+    def resolved_threads(self) -> int:
+        """Threads for torch: as configured, else 1 on <= 2 cores (shared small boxes) or all cores."""
+        if self.threads is not None:
+            return max(1, int(self.threads))
+        cores = os.cpu_count() or 1
+        return 1 if cores <= 2 else cores

@@ -1,0 +1,92 @@
+"""The paper's training loss: dipole-magnitude errors plus an auxiliary atomic-charge loss.
+
+    L = l1 * (RMSE_q + MAE_q + mean|q_hat|) + l2 * (RMSE_mu + MAE_mu)
+
+q terms compare predicted atomic charges with the labels (e) over all atoms of the batch;
+``mean|q_hat|`` is an L1 penalty on the predicted charges (it keeps charges small where the labels
+leave them free); mu terms compare predicted dipole *magnitudes* with the label magnitudes, both in
+e*Angstrom. Charge mode ``none`` drops the whole l1 term (and needs no labels).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..units import DEBYE_PER_E_ANGSTROM
+from .config import CHARGE_MODES
+
+#: The paper's loss weights: charges (l1) and dipole magnitude (l2).
+DEFAULT_L1 = 0.04
+DEFAULT_L2 = 0.96
+
+
+class LossTerms(NamedTuple):
+    """Total loss and its parts (scalar tensors). Charge parts are None when the charge term is off."""
+
+    total: Tensor
+    dipole_rmse: Tensor  #: e*Angstrom
+    dipole_mae: Tensor  #: e*Angstrom
+    charge_rmse: Tensor | None  #: e
+    charge_mae: Tensor | None  #: e
+    charge_abs_mean: Tensor | None  #: mean |q_hat|, e
+
+    def as_floats(self) -> dict[str, float | None]:
+        """Plain floats for logging (None for terms that are off)."""
+        return {k: (None if v is None else float(v.detach())) for k, v in self._asdict().items()}
+
+
+def _rmse_mae(pred: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+    err = pred - label
+    return torch.sqrt(torch.mean(err * err)), torch.mean(err.abs())
+
+
+def paper_loss(
+    pred_charges: Tensor,
+    label_charges: Tensor | None,
+    pred_magnitude_e_angstrom: Tensor,
+    label_magnitude_e_angstrom: Tensor,
+    l1: float = DEFAULT_L1,
+    l2: float = DEFAULT_L2,
+) -> LossTerms:
+    """The paper's loss. ``label_charges=None`` (charge mode ``none``) drops the l1 term.
+
+    Shapes: charges (n_atoms,), magnitudes (n_molecules,). Mismatched shapes raise instead of
+    broadcasting (hippynn's (M,) vs (M,1) pitfall silently builds an M x M error matrix).
+    """
+    if pred_magnitude_e_angstrom.ndim != 1 or pred_magnitude_e_angstrom.shape != label_magnitude_e_angstrom.shape:
+        raise ValueError(
+            "dipole magnitudes must both have shape (n_molecules,), got "
+            f"{tuple(pred_magnitude_e_angstrom.shape)} and {tuple(label_magnitude_e_angstrom.shape)}"
+        )
+    mu_rmse, mu_mae = _rmse_mae(pred_magnitude_e_angstrom, label_magnitude_e_angstrom)
+    total = l2 * (mu_rmse + mu_mae)
+    if label_charges is None:
+        return LossTerms(total, mu_rmse, mu_mae, None, None, None)
+    if pred_charges.ndim != 1 or pred_charges.shape != label_charges.shape:
+        raise ValueError(
+            f"charges must both have shape (n_atoms,), got {tuple(pred_charges.shape)} and {tuple(label_charges.shape)}"
+        )
+    q_rmse, q_mae = _rmse_mae(pred_charges, label_charges)
+    q_abs = pred_charges.abs().mean()
+    total = total + l1 * (q_rmse + q_mae + q_abs)
+    return LossTerms(total, mu_rmse, mu_mae, q_rmse, q_mae, q_abs)
+
+
+def batch_loss(output, batch, charge_mode: str, l1: float = DEFAULT_L1, l2: float = DEFAULT_L2) -> LossTerms:
+    """Loss of a model ``output`` (DipoleOutput) on a ``batch`` (labels: mu in Debye, charges in e).
+
+    ``charge_mode``: ``none`` ignores the batch's charges; ``mulliken`` / ``average`` use them (the
+    loader already holds the right labels: the file's charges or the per-element means).
+    """
+    if charge_mode not in CHARGE_MODES:
+        raise ValueError(f"charge_mode must be one of {CHARGE_MODES}, got {charge_mode!r}")
+    labels = None
+    if charge_mode != "none":
+        if batch.charges is None:
+            raise ValueError(f"charge mode '{charge_mode}' needs per-atom charge labels but the batch has none")
+        labels = batch.charges
+    label_mag = batch.mu_debye / DEBYE_PER_E_ANGSTROM
+    return paper_loss(output.charges, labels, output.magnitude, label_mag, l1, l2)

@@ -1,0 +1,73 @@
+"""Evaluation API: batched predictions equal one big forward pass; metrics and plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fastdipole.data import load_h5
+from fastdipole.evaluation import charge_metrics, dipole_metrics, evaluate, parity_plot, save_evaluation
+from fastdipole.nn import DipoleModel
+
+
+@pytest.fixture(scope="module")
+def dataset(qm9_h5_path):
+    return load_h5(qm9_h5_path, molecules=slice(7000, 7200))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(1)
+    return DipoleModel.from_config(species=[1, 6, 7, 8, 9], n_features=8, n_sensitivities=6,
+                                   n_interaction_layers=1, n_atom_layers=1)
+
+
+def test_batched_predictions_match_one_forward_pass(dataset, model):
+    idx = np.array([150, 3, 77, 42, 199, 0, 120])
+    result = evaluate(model, dataset, idx, batch_size=3)
+    pred = result.predictions
+    sub = dataset.subset(idx)
+    with torch.no_grad():
+        out = model(torch.from_numpy(sub.Z), torch.from_numpy(sub.R), torch.from_numpy(sub.offsets))
+    np.testing.assert_array_equal(pred.index, idx)
+    np.testing.assert_allclose(pred.mu_pred_debye, out.magnitude.numpy() * 4.80320, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pred.charges_pred, out.charges.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(pred.atom_offsets, sub.offsets)
+    np.testing.assert_array_equal(pred.mu_label_debye, sub.mu_debye.astype(np.float64))
+    np.testing.assert_array_equal(pred.charges_label, sub.charges.astype(np.float64))
+    err = pred.mu_pred_debye - pred.mu_label_debye
+    assert result.metrics["dipole_mae_debye"] == pytest.approx(np.abs(err).mean())
+    assert result.metrics["n_molecules"] == 7 and result.metrics["n_atoms"] == len(sub.Z)
+    assert model.training  # evaluate restores the caller's mode
+
+
+def test_metrics_by_hand():
+    m = dipole_metrics([1.0, 2.0, 0.5], [1.5, 2.0, 0.0])
+    assert m["dipole_mae_debye"] == pytest.approx(1.0 / 3)
+    assert m["dipole_rmse_debye"] == pytest.approx(np.sqrt(0.5 / 3))
+    assert m["dipole_mae_e_angstrom"] == pytest.approx(1.0 / 3 / 4.80320)
+    assert m["dipole_mean_relative_error_percent"] == pytest.approx(100 * (0.5 / 1.5 + 0) / 2)  # mu = 0 skipped
+    assert m["n_molecules_relative"] == 2
+    c = charge_metrics([0.1, -0.2], [0.0, 0.0])
+    assert c["charge_mae_e"] == pytest.approx(0.15) and c["charge_rmse_e"] == pytest.approx(np.sqrt(0.025))
+    with pytest.raises(ValueError):
+        dipole_metrics(np.zeros(3), np.zeros((3, 1)))
+
+
+def test_without_charge_labels(qm9_h5_path, model, tmp_path):
+    ds = load_h5(qm9_h5_path, charges=None, molecules=slice(7000, 7050))
+    result = evaluate(model, ds, batch_size=16)
+    assert result.predictions.charges_label is None and result.metrics["charge_mae_e"] is None
+    paths = save_evaluation(result, tmp_path, title="no labels")
+    assert set(paths) == {"metrics", "dipole_parity"} and not (tmp_path / "charge_parity.png").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["n_molecules"] == 50
+
+
+def test_parity_plot_writes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    label = rng.gamma(2.0, 1.5, 5000)
+    path = parity_plot(label, label + rng.normal(0, 0.3, 5000), tmp_path / "p.png", quantity="|mu|", units="D")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
