@@ -54,6 +54,7 @@ class TrainConfig:
     lr: float = 1e-3
     l1: float = 0.04
     l2: float = 0.96
+    charge_warmup_epochs: int = 0  # first epochs train the charge terms only (l2 = 0); needs charge labels
     plateau_patience: int = 5  # epochs without a better valid dipole MAE before lr *= plateau_factor
     plateau_factor: float = 0.5
     patience: int = 15  # early stopping: epochs without a better valid dipole MAE
@@ -77,6 +78,10 @@ class TrainConfig:
             raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
         if self.l1 < 0 or self.l2 < 0:
             raise ValueError(f"loss weights must be >= 0, got l1={self.l1}, l2={self.l2}")
+        if self.charge_warmup_epochs < 0:
+            raise ValueError(f"charge_warmup_epochs must be >= 0, got {self.charge_warmup_epochs}")
+        if self.charge_warmup_epochs and self.charges == "none":
+            raise ValueError("charge_warmup_epochs needs charge labels (charges 'mulliken' or 'average', not 'none')")
 
     # ---- (de)serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -302,12 +302,14 @@ def train(
 
             result = evaluate(model, dataset, split["valid"], config.eval_batch_size, device)
             valid = result.metrics
-            scheduler.step(valid["dipole_mae_e_angstrom"])
+            warmup = epoch <= config.charge_warmup_epochs  # charge-only epochs: no lr schedule / patience yet
+            if not warmup:
+                scheduler.step(valid["dipole_mae_e_angstrom"])
             if valid["dipole_mae_e_angstrom"] < best:
                 best, best_epoch, stale = valid["dipole_mae_e_angstrom"], epoch, 0
                 improved = True
             else:
-                stale += 1
+                stale += 0 if warmup else 1
                 improved = False
             epoch_seconds = time.perf_counter() - t_epoch
             epoch_times.append(epoch_seconds)
@@ -360,12 +362,13 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
     """One pass over the training split; returns molecule-weighted means of the loss terms."""
     model.train()
     loader.set_epoch(epoch - 1)  # the shuffle of epoch k depends only on (seed, k): exact resume
+    l2 = 0.0 if epoch <= config.charge_warmup_epochs else config.l2  # charge-only warm-up: no dipole term
     sums: dict[str, float] = {}
     weight = 0
     for batch in loader:
         batch = batch.to(device)
         out = model(batch.Z, batch.R, batch.offsets)
-        terms = batch_loss(out, batch, config.charges, config.l1, config.l2)
+        terms = batch_loss(out, batch, config.charges, config.l1, l2)
         if not torch.isfinite(terms.total):
             raise TrainingError(f"loss became {float(terms.total.detach())} in epoch {epoch}; try a smaller --lr")
         optimizer.zero_grad(set_to_none=True)
