@@ -69,6 +69,30 @@ FD_HD void sensitivity_gradients(T inv_r, T mu, T sigma, T g, T c, T dc_dr,
   ds_dsigma = -g * c * sigma * d * d;
 }
 
+// Hoisted variants for kernels that loop over many pairs: 1/mu_v and -0.5 sigma_v^2 are computed once
+// per call. The exponent is rounded in the order of fastdipole.ops.reference.sensitivities,
+// (-0.5 sigma^2) * (1/r - 1/mu)^2.
+template <typename T>
+FD_HD T neg_half_square(T sigma) { return T(-0.5) * (sigma * sigma); }
+
+template <typename T>
+FD_HD T gaussian_exponent(T inv_r, T inv_mu, T neg_half_sigma_sq) {
+  const T d = inv_r - inv_mu;
+  return neg_half_sigma_sq * (d * d);
+}
+
+// Same derivatives as sensitivity_gradients, given 1/mu instead of mu.
+template <typename T>
+FD_HD void sensitivity_gradients_inv_mu(T inv_r, T inv_mu, T sigma, T g, T c, T dc_dr,
+                                        T& ds_dr, T& ds_dmu, T& ds_dsigma) {
+  const T d = inv_r - inv_mu;
+  const T s2 = sigma * sigma;
+  const T gc = g * c;
+  ds_dr = g * (s2 * d * inv_r * inv_r * c + dc_dr);
+  ds_dmu = -gc * s2 * d * (inv_mu * inv_mu);
+  ds_dsigma = -gc * sigma * d * d;
+}
+
 // Pair test used by every neighbour-list kernel: distinct atoms strictly inside the cutoff.
 template <typename T>
 FD_HD bool is_pair(T dx, T dy, T dz, T cutoff_sq) {

@@ -1,0 +1,490 @@
+// Gaussian envsum forward/backward on the GPU (see launchers.h for the math and the index contract).
+//
+// Determinism: every output element is produced by one thread summing in a fixed order (rows and groups
+// in index order, warp sums with a fixed xor tree, warps in index order): no float atomics anywhere.
+// Per-element math comes from common/hipnn_math.h (shared with the CPU kernels), with 1/mu and
+// -0.5 sigma^2 hoisted exactly as the CPU kernels hoist them.
+#include <algorithm>
+
+#include "cuda/device_utils.cuh"
+#include "cuda/launchers.h"
+
+namespace fastdipole::cuda {
+namespace {
+
+using detail::ceil_div;
+using detail::kWarp;
+using detail::round_up;
+
+// Shared memory per block stays below the 48 KiB every architecture gives without an opt-in.
+constexpr size_t kSharedBudget = 46 * 1024;
+constexpr int kMaxPairTile = 32;
+constexpr int kMaxThreads = 256;
+
+inline size_t align8(size_t bytes) { return (bytes + 7) / 8 * 8; }
+
+// ---------------------------------------------------------------------------------------------------------
+// Forward. Block (i, y): receiving atom i; thread task t = y * blockDim + threadIdx owns feature f = t % F
+// and sensitivities [g * VT, g * VT + VT) with g = t / F, accumulating them in registers. The
+// sensitivities of a tile of pairs are computed once per block into shared memory.
+// Shared layout: j[tile] int64 | inv_mu[S] | nhs2[S] | inv_r[tile] | cut[tile] | s[tile][S]  (T arrays)
+// ---------------------------------------------------------------------------------------------------------
+template <typename T>
+struct ForwardShared {
+  int64_t* j;
+  T* inv_mu;
+  T* nhs2;
+  T* inv_r;
+  T* cut;
+  T* s;
+};
+
+template <typename T>
+size_t forward_shared_bytes(int64_t S, int tile) {
+  return sizeof(int64_t) * tile + sizeof(T) * size_t(2 * S + 2 * tile + int64_t(tile) * S);
+}
+
+template <typename T>
+__device__ __forceinline__ ForwardShared<T> forward_shared(unsigned char* base, int64_t S, int tile) {
+  ForwardShared<T> sh;
+  sh.j = reinterpret_cast<int64_t*>(base);
+  T* t = reinterpret_cast<T*>(base + sizeof(int64_t) * tile);
+  sh.inv_mu = t;
+  sh.nhs2 = t + S;
+  sh.inv_r = t + 2 * S;
+  sh.cut = t + 2 * S + tile;
+  sh.s = t + 2 * S + 2 * tile;
+  return sh;
+}
+
+// Stages pairs [p0, p0 + nk) of row i: j (-1 when the pair is skipped), 1/r and the cutoff factor, then
+// every (pair, v) sensitivity (0 when dropped). Caller synchronises before and after.
+template <typename T>
+__device__ __forceinline__ void stage_pairs(const EnvsumArgs<T>& a, int64_t i, int64_t p0, int nk, int64_t* j_sh,
+                                            T* inv_r_sh, T* cut_sh, T* dcut_sh, const T* inv_mu_sh,
+                                            const T* nhs2_sh, T* s_sh) {
+  const T cutoff = T(a.cutoff);
+  for (int k = threadIdx.x; k < nk; k += blockDim.x) {
+    const int64_t p = p0 + k;
+    const int64_t j = a.pair_second[p];
+    const bool valid = a.pair_first[p] == i && j >= 0 && j < a.n_atoms;
+    const T rp = a.r[p];
+    j_sh[k] = valid ? j : -1;
+    T c = T(0), dc = T(0), inv_r = T(0);
+    if (valid && !(rp > cutoff)) {  // r <= cutoff or NaN, as the CPU kernels
+      inv_r = T(1) / rp;
+      detail::cutoff_value_and_derivative(rp, cutoff, c, dc);
+    } else {
+      c = T(-1);  // marks "no sensitivities" (a real cutoff factor is >= 0 or NaN)
+    }
+    inv_r_sh[k] = inv_r;
+    cut_sh[k] = c;
+    if (dcut_sh != nullptr) dcut_sh[k] = dc;
+  }
+  __syncthreads();
+  const int64_t S = a.n_sens;
+  for (int64_t idx = threadIdx.x; idx < int64_t(nk) * S; idx += blockDim.x) {
+    const int64_t k = idx / S;
+    const int64_t v = idx - k * S;
+    const T c = cut_sh[k];
+    s_sh[idx] = (c == T(-1)) ? T(0) : detail::active_sensitivity(inv_r_sh[k], inv_mu_sh[v], nhs2_sh[v], c);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void hoist_parameters(const EnvsumArgs<T>& a, T* inv_mu_sh, T* nhs2_sh) {
+  for (int64_t v = threadIdx.x; v < a.n_sens; v += blockDim.x) {
+    inv_mu_sh[v] = T(1) / a.mu[v];
+    nhs2_sh[v] = neg_half_square(a.sigma[v]);
+  }
+}
+
+template <typename T, int VT>
+__global__ void __launch_bounds__(kMaxThreads)
+    envsum_forward_kernel(const EnvsumArgs<T> a, int n_groups, int tile, T* __restrict__ env) {
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  const int64_t S = a.n_sens, F = a.n_features;
+  ForwardShared<T> sh = forward_shared<T>(shared_raw, S, tile);
+  const int64_t i = blockIdx.x;
+  const int64_t task = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  const bool active = task < F * n_groups;
+  const int64_t f = active ? task % F : 0;
+  const int64_t v0 = active ? (task / F) * VT : 0;
+
+  hoist_parameters(a, sh.inv_mu, sh.nhs2);
+  int64_t begin, end;
+  detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
+
+  T acc[VT];
+#pragma unroll
+  for (int u = 0; u < VT; ++u) acc[u] = T(0);
+
+  for (int64_t p0 = begin; p0 < end; p0 += tile) {
+    const int nk = int(min(int64_t(tile), end - p0));
+    __syncthreads();  // previous tile consumed (and parameters hoisted)
+    stage_pairs(a, i, p0, nk, sh.j, sh.inv_r, sh.cut, static_cast<T*>(nullptr), sh.inv_mu, sh.nhs2, sh.s);
+    __syncthreads();
+    if (active) {
+      for (int k = 0; k < nk; ++k) {
+        const int64_t j = sh.j[k];
+        if (j < 0) continue;
+        const T zj = a.z[j * F + f];
+        const T* sk = sh.s + int64_t(k) * S + v0;
+#pragma unroll
+        for (int u = 0; u < VT; ++u) {
+          if (v0 + u < S) {
+            const T s = sk[u];
+            acc[u] = (s != T(0)) ? acc[u] + s * zj : acc[u];  // dropped terms are skipped, not added as 0
+          }
+        }
+      }
+    }
+  }
+  if (active) {
+#pragma unroll
+    for (int u = 0; u < VT; ++u) {
+      if (v0 + u < S) env[(i * S + v0 + u) * F + f] = acc[u];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Backward pass 1: block per receiving atom i, threads over features.
+// Shared layout: j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile]
+//                | s[tile][S] | red[n_warps][tile][S] (red[0] becomes dS) | dr, dmu, dsig [tile][S]  (T)
+// ---------------------------------------------------------------------------------------------------------
+template <typename T>
+size_t backward_shared_bytes(int64_t S, int tile, int n_warps) {
+  return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
+         sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * (4 + n_warps));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads)
+    envsum_backward_rows_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int tile, T* __restrict__ C,
+                                T* __restrict__ grad_r, double* __restrict__ part_mu,
+                                double* __restrict__ part_sigma) {
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  const int64_t S = a.n_sens, F = a.n_features, N = a.n_atoms;
+  const int n_warps = blockDim.x / kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int lane = threadIdx.x & (kWarp - 1);
+  const int64_t TS = int64_t(tile) * S;
+
+  int64_t* j_sh = reinterpret_cast<int64_t*>(shared_raw);
+  double* gmu_sh = reinterpret_cast<double*>(shared_raw + sizeof(int64_t) * tile);
+  double* gsig_sh = gmu_sh + S;
+  T* t = reinterpret_cast<T*>(gsig_sh + S);
+  T* inv_mu_sh = t;
+  T* nhs2_sh = inv_mu_sh + S;
+  T* inv_r_sh = nhs2_sh + S;
+  T* cut_sh = inv_r_sh + tile;
+  T* dcut_sh = cut_sh + tile;
+  T* s_sh = dcut_sh + tile;
+  T* red_sh = s_sh + TS;  // [n_warps][tile][S]
+  T* dr_sh = red_sh + TS * n_warps;
+  T* dmu_sh = dr_sh + TS;
+  T* dsig_sh = dmu_sh + TS;
+
+  const int64_t i = blockIdx.x;
+  hoist_parameters(a, inv_mu_sh, nhs2_sh);
+  for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {  // owner thread of v: the same mapping below
+    gmu_sh[v] = 0.0;
+    gsig_sh[v] = 0.0;
+  }
+  int64_t begin, end;
+  detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
+  const T* dE_i = dE + i * S * F;
+
+  for (int64_t p0 = begin; p0 < end; p0 += tile) {
+    const int nk = int(min(int64_t(tile), end - p0));
+    __syncthreads();
+    stage_pairs(a, i, p0, nk, j_sh, inv_r_sh, cut_sh, dcut_sh, inv_mu_sh, nhs2_sh, s_sh);
+    __syncthreads();
+
+    for (int k = 0; k < nk; ++k) {  // uniform over the block
+      const int64_t j = j_sh[k];
+      if (j < 0) continue;
+      const int64_t p = p0 + k;
+      const T* sk = s_sh + int64_t(k) * S;
+      const T* zj = a.z + j * F;
+      // featsum terms C[p, f] = sum_v dE[i, v, f] s_v(p)
+      for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
+        T c = T(0);
+        for (int64_t v = 0; v < S; ++v) {
+          const T s = sk[v];
+          if (s != T(0)) c += s * dE_i[v * F + f];
+        }
+        C[p * F + f] = c;
+      }
+      // sensesum partials: per warp, dS[p, v] over this warp's features (active v only)
+      for (int64_t v = 0; v < S; ++v) {
+        if (sk[v] == T(0)) continue;  // uniform: same shared value for every thread
+        T part = T(0);
+        for (int64_t f = threadIdx.x; f < F; f += blockDim.x) part += dE_i[v * F + f] * zj[f];
+        part = detail::warp_sum(part);
+        if (lane == 0) red_sh[(int64_t(warp) * tile + k) * S + v] = part;
+      }
+    }
+    __syncthreads();
+
+    // Per (pair, v): dS (warps summed in order) and the derivatives of s.
+    for (int64_t idx = threadIdx.x; idx < int64_t(nk) * S; idx += blockDim.x) {
+      const int64_t k = idx / S;
+      const int64_t v = idx - k * S;
+      const T s = s_sh[idx];
+      T dS = T(0), ds_dr = T(0), ds_dmu = T(0), ds_dsigma = T(0);
+      if (j_sh[k] >= 0 && s != T(0)) {
+        for (int w = 0; w < n_warps; ++w) dS += red_sh[int64_t(w) * TS + idx];
+        const T g = exp(gaussian_exponent(inv_r_sh[k], inv_mu_sh[v], nhs2_sh[v]));
+        sensitivity_gradients_inv_mu(inv_r_sh[k], inv_mu_sh[v], a.sigma[v], g, cut_sh[k], dcut_sh[k], ds_dr, ds_dmu,
+                                     ds_dsigma);
+      }
+      red_sh[idx] = dS;  // red[0] now holds dS (only this thread touches element idx)
+      dr_sh[idx] = ds_dr;
+      dmu_sh[idx] = ds_dmu;
+      dsig_sh[idx] = ds_dsigma;
+    }
+    __syncthreads();
+
+    // grad_r[p] = sum_v dS ds_v/dr, v in order (as the CPU kernel).
+    for (int k = threadIdx.x; k < nk; k += blockDim.x) {
+      if (j_sh[k] < 0) continue;
+      T gr = T(0);
+      for (int64_t v = 0; v < S; ++v) {
+        if (s_sh[int64_t(k) * S + v] != T(0)) gr += red_sh[int64_t(k) * S + v] * dr_sh[int64_t(k) * S + v];
+      }
+      grad_r[p0 + k] = gr;
+    }
+    // grad_mu / grad_sigma partials of this atom, pairs in order, in double (as the CPU kernel).
+    for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {
+      double gm = gmu_sh[v], gs = gsig_sh[v];
+      for (int k = 0; k < nk; ++k) {
+        const int64_t idx = int64_t(k) * S + v;
+        if (j_sh[k] < 0 || s_sh[idx] == T(0)) continue;
+        gm += double(red_sh[idx]) * double(dmu_sh[idx]);
+        gs += double(red_sh[idx]) * double(dsig_sh[idx]);
+      }
+      gmu_sh[v] = gm;
+      gsig_sh[v] = gs;
+    }
+  }
+  for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {
+    part_mu[v * N + i] = gmu_sh[v];
+    part_sigma[v * N + i] = gsig_sh[v];
+  }
+}
+
+// Backward pass 2 (featsum): grad_z[j, f] = sum of C[p, f] over the pairs p sent by j, in ascending p,
+// counting only pairs that pass 1 wrote (the same validity test).
+constexpr int kGroupTile = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads)
+    envsum_backward_featsum_kernel(const EnvsumArgs<T> a, const int64_t* __restrict__ second_order,
+                                   const int64_t* __restrict__ second_offsets, const T* __restrict__ C,
+                                   T* __restrict__ grad_z) {
+  __shared__ int64_t p_sh[kGroupTile];
+  const int64_t F = a.n_features, P = a.n_pairs;
+  const int64_t j = blockIdx.x;
+  int64_t begin, end;
+  detail::row_range(second_offsets, j, P, begin, end);
+  // Each thread owns features f = f0 + threadIdx.x + u * blockDim.x, u < kOwned, per chunk of features.
+  constexpr int kOwned = 4;
+  const int64_t chunk = int64_t(kOwned) * blockDim.x;
+  for (int64_t f0 = 0; f0 < F; f0 += chunk) {  // one chunk unless F > 4 * blockDim.x
+    T acc[kOwned];
+#pragma unroll
+    for (int u = 0; u < kOwned; ++u) acc[u] = T(0);
+    for (int64_t q0 = begin; q0 < end; q0 += kGroupTile) {
+      const int nq = int(min(int64_t(kGroupTile), end - q0));
+      __syncthreads();
+      for (int k = threadIdx.x; k < nq; k += blockDim.x) {
+        const int64_t p = second_order[q0 + k];
+        bool valid = p >= 0 && p < P;
+        if (valid) {
+          const int64_t i = a.pair_first[p];
+          valid = i >= 0 && i < a.n_atoms && a.pair_second[p] == j;
+          if (valid) {
+            int64_t rb, re;
+            detail::row_range(a.row_offsets, i, P, rb, re);
+            valid = p >= rb && p < re;
+          }
+        }
+        p_sh[k] = valid ? p : -1;
+      }
+      __syncthreads();
+      for (int k = 0; k < nq; ++k) {
+        const int64_t p = p_sh[k];
+        if (p < 0) continue;
+        const T* Cp = C + p * F;
+#pragma unroll
+        for (int u = 0; u < kOwned; ++u) {
+          const int64_t f = f0 + threadIdx.x + int64_t(u) * blockDim.x;
+          if (f < F) acc[u] += Cp[f];
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kOwned; ++u) {
+      const int64_t f = f0 + threadIdx.x + int64_t(u) * blockDim.x;
+      if (f < F) grad_z[j * F + f] = acc[u];
+    }
+  }
+}
+
+// Backward pass 3: out[v] = sum_i part[v * N + i] in a fixed tree (block (v, which), which 0: mu, 1: sigma).
+constexpr int kReduceThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kReduceThreads)
+    reduce_partials_kernel(const double* __restrict__ part_mu, const double* __restrict__ part_sigma, int64_t N,
+                           T* __restrict__ grad_mu, T* __restrict__ grad_sigma) {
+  __shared__ double warp_sums[kReduceThreads / kWarp];
+  const int64_t v = blockIdx.x;
+  const double* part = (blockIdx.y == 0 ? part_mu : part_sigma) + v * N;
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < N; i += kReduceThreads) acc += part[i];
+  acc = detail::warp_sum(acc);
+  if ((threadIdx.x & (kWarp - 1)) == 0) warp_sums[threadIdx.x / kWarp] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    for (int w = 0; w < kReduceThreads / kWarp; ++w) total += warp_sums[w];
+    (blockIdx.y == 0 ? grad_mu : grad_sigma)[v] = T(total);
+  }
+}
+
+// Launch geometry of the forward.
+template <typename T, int VT>
+cudaError_t launch_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
+  const int64_t S = a.n_sens, F = a.n_features;
+  const int n_groups = int(ceil_div(S, VT));
+  const int64_t n_tasks = F * n_groups;
+  const int threads = int(std::min<int64_t>(kMaxThreads, round_up(n_tasks, kWarp)));
+  const int64_t blocks_y = ceil_div(n_tasks, threads);
+  if (blocks_y > detail::kMaxGridY || a.n_atoms > detail::kMaxGridX) return cudaErrorInvalidValue;
+  const size_t fixed = forward_shared_bytes<T>(S, 0);
+  const size_t per_pair = forward_shared_bytes<T>(S, 1) - fixed;
+  if (fixed + per_pair > kSharedBudget) return cudaErrorInvalidValue;
+  const int tile = int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
+  const size_t shared = forward_shared_bytes<T>(S, tile);
+  const dim3 grid(unsigned(a.n_atoms), unsigned(blocks_y));
+  envsum_forward_kernel<T, VT><<<grid, threads, shared, stream>>>(a, n_groups, tile, env);
+  return cudaGetLastError();
+}
+
+template <typename T>
+int backward_threads(const EnvsumArgs<T>& a) {
+  // Fewer warps for many sensitivities keep the per-warp dS tiles inside the shared budget.
+  const int max_threads = a.n_sens > 64 ? 128 : kMaxThreads;
+  return int(std::min<int64_t>(max_threads, std::max<int64_t>(kWarp, round_up(a.n_features, kWarp))));
+}
+
+template <typename T>
+int backward_tile(const EnvsumArgs<T>& a, int threads) {
+  const int n_warps = threads / kWarp;
+  const size_t fixed = backward_shared_bytes<T>(a.n_sens, 0, n_warps);
+  const size_t per_pair = backward_shared_bytes<T>(a.n_sens, 1, n_warps) - fixed;
+  if (fixed + per_pair > kSharedBudget) return 0;
+  return int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
+}
+
+struct BackwardScratchLayout {
+  size_t C = 0, part_mu = 0, part_sigma = 0, total = 0;
+};
+
+template <typename T>
+BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
+  BackwardScratchLayout l;
+  const size_t c_bytes = align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
+  const size_t part_bytes = sizeof(double) * size_t(a.n_sens) * size_t(a.n_atoms);
+  l.C = 0;
+  l.part_mu = c_bytes;
+  l.part_sigma = c_bytes + part_bytes;
+  l.total = c_bytes + 2 * part_bytes;
+  if (l.total == 0) l.total = 8;
+  return l;
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
+  if (a.n_atoms == 0 || a.n_sens == 0 || a.n_features == 0) return cudaSuccess;
+  if (a.n_sens > kMaxSensitivities) return cudaErrorInvalidValue;
+  // Register accumulators per thread: VT sensitivities; smaller groups give small-F layers more threads.
+  const int64_t S = a.n_sens, F = a.n_features;
+  int vt = S > 16 ? 32 : (S > 8 ? 16 : (S > 4 ? 8 : 4));
+  while (vt > 4 && F * ceil_div(S, vt) < 128) vt /= 2;
+  switch (vt) {
+    case 32:
+      return launch_forward<T, 32>(a, env, stream);
+    case 16:
+      return launch_forward<T, 16>(a, env, stream);
+    case 8:
+      return launch_forward<T, 8>(a, env, stream);
+    default:
+      return launch_forward<T, 4>(a, env, stream);
+  }
+}
+
+template <typename T>
+size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& a) {
+  return backward_scratch_layout(a).total;
+}
+
+template <typename T>
+cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, const int64_t* second_order,
+                                     const int64_t* second_offsets, void* scratch, T* grad_z, T* grad_r,
+                                     T* grad_mu, T* grad_sigma, cudaStream_t stream) {
+  const int64_t N = a.n_atoms, S = a.n_sens, F = a.n_features, P = a.n_pairs;
+  cudaError_t err = cudaSuccess;
+  // grad_r stays 0 for pairs outside every row (malformed input); the kernels write everything else.
+  if (P > 0 && (err = cudaMemsetAsync(grad_r, 0, sizeof(T) * size_t(P), stream)) != cudaSuccess) return err;
+  if (N == 0 || S == 0 || F == 0) {  // nothing to sum: zero gradients
+    if (S > 0 && (err = cudaMemsetAsync(grad_mu, 0, sizeof(T) * size_t(S), stream)) != cudaSuccess) return err;
+    if (S > 0 && (err = cudaMemsetAsync(grad_sigma, 0, sizeof(T) * size_t(S), stream)) != cudaSuccess) return err;
+    if (N > 0 && F > 0 && (err = cudaMemsetAsync(grad_z, 0, sizeof(T) * size_t(N * F), stream)) != cudaSuccess)
+      return err;
+    return cudaSuccess;
+  }
+  if (S > kMaxSensitivities || N > detail::kMaxGridX) return cudaErrorInvalidValue;
+
+  const BackwardScratchLayout layout = backward_scratch_layout(a);
+  auto* base = static_cast<unsigned char*>(scratch);
+  T* C = reinterpret_cast<T*>(base + layout.C);
+  auto* part_mu = reinterpret_cast<double*>(base + layout.part_mu);
+  auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
+
+  const int threads = backward_threads(a);
+  const int tile = backward_tile(a, threads);
+  if (tile < 1) return cudaErrorInvalidValue;
+  const size_t shared = backward_shared_bytes<T>(S, tile, threads / kWarp);
+  envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(a, grad_env, tile, C, grad_r, part_mu,
+                                                                          part_sigma);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+
+  // featsum: about one feature per thread (up to 4 per thread for F > 256).
+  const int fs_threads = int(std::min<int64_t>(kMaxThreads, round_up(F, kWarp)));
+  envsum_backward_featsum_kernel<T><<<unsigned(N), fs_threads, 0, stream>>>(a, second_order, second_offsets, C,
+                                                                           grad_z);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+
+  reduce_partials_kernel<T><<<dim3(unsigned(S), 2), kReduceThreads, 0, stream>>>(part_mu, part_sigma, N, grad_mu,
+                                                                                 grad_sigma);
+  return cudaGetLastError();
+}
+
+template cudaError_t gaussian_envsum_forward<float>(const EnvsumArgs<float>&, float*, cudaStream_t);
+template cudaError_t gaussian_envsum_forward<double>(const EnvsumArgs<double>&, double*, cudaStream_t);
+template size_t gaussian_envsum_backward_scratch_bytes<float>(const EnvsumArgs<float>&);
+template size_t gaussian_envsum_backward_scratch_bytes<double>(const EnvsumArgs<double>&);
+template cudaError_t gaussian_envsum_backward<float>(const EnvsumArgs<float>&, const float*, const int64_t*,
+                                                     const int64_t*, void*, float*, float*, float*, float*,
+                                                     cudaStream_t);
+template cudaError_t gaussian_envsum_backward<double>(const EnvsumArgs<double>&, const double*, const int64_t*,
+                                                      const int64_t*, void*, double*, double*, double*, double*,
+                                                      cudaStream_t);
+
+}  // namespace fastdipole::cuda

@@ -1,0 +1,361 @@
+// CUDA implementations of torch.ops.fastdipole.* (schemas in csrc/register_cpu.cpp). The only CUDA file
+// that includes torch headers: it checks the inputs, allocates outputs and scratch with torch's caching
+// allocator, and calls the torch-free launchers of csrc/cuda/ on the current stream. Every launcher returns
+// its first CUDA error, which C10_CUDA_CHECK turns into a Python exception.
+//
+// Validation: shapes, dtypes and devices as on the CPU, with the same one-line messages. neighbor_pairs
+// also checks its molecule offsets (it copies them to the host anyway). The other ops do not check index
+// *values* (pair indices, CSR offsets) because that needs a device-to-host sync every call; their kernels
+// bounds-check every read instead (csrc/cuda/launchers.h), so malformed indices give wrong numbers but
+// never an out-of-bounds access. Validate once on the CPU op when in doubt.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/searchsorted.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "cuda/launchers.h"
+
+namespace fastdipole {
+namespace {
+
+using at::Tensor;
+
+// Scratch memory from torch's caching allocator, alive as long as this object (blocks freed while kernels
+// still run are safe: the allocator reuses them only for later work on the same stream).
+class TorchScratch final : public cuda::ScratchAllocator {
+ public:
+  explicit TorchScratch(c10::Device device) : device_(device) {}
+  void* allocate(std::size_t bytes) override {
+    const int64_t n = int64_t(bytes > 0 ? bytes : 1);
+    buffers_.push_back(at::empty({n}, at::TensorOptions().dtype(at::kByte).device(device_)));
+    return buffers_.back().data_ptr();
+  }
+
+ private:
+  c10::Device device_;
+  std::vector<Tensor> buffers_;
+};
+
+cudaStream_t current_stream(const Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+
+void check_cuda(const Tensor& t, const Tensor& ref, const char* op, const char* name) {
+  TORCH_CHECK(t.device().is_cuda(), "fastdipole.", op, ": ", name, " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(t.device() == ref.device(), "fastdipole.", op, ": ", name, " is on ", t.device(),
+              " but the other inputs are on ", ref.device());
+}
+
+void check_float(const Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fastdipole.", op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+}
+
+void check_same_dtype(const Tensor& t, const Tensor& ref, const char* op, const char* name, const char* ref_name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "fastdipole.", op, ": ", name, " (", t.scalar_type(),
+              ") must have the dtype of ", ref_name, " (", ref.scalar_type(), ")");
+}
+
+void check_index(const Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kLong, "fastdipole.", op, ": ", name, " must be int64, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 1, "fastdipole.", op, ": ", name, " must be 1-D, got shape ", t.sizes());
+}
+
+void check_cutoff(double cutoff, const char* op) {
+  TORCH_CHECK(std::isfinite(cutoff) && cutoff > 0.0, "fastdipole.", op, ": cutoff must be a positive finite number "
+              "(Angstrom), got ", cutoff);
+}
+
+// Host copy of CSR offsets: offsets[0] = 0, non-decreasing, offsets[-1] = total (same messages as the CPU op).
+void check_csr_host(const Tensor& offsets_host, int64_t total, const char* op, const char* name, const char* what) {
+  TORCH_CHECK(offsets_host.numel() >= 1, "fastdipole.", op, ": ", name, " needs at least one entry (0)");
+  const int64_t* o = offsets_host.data_ptr<int64_t>();
+  const int64_t n = offsets_host.numel();
+  TORCH_CHECK(o[0] == 0, "fastdipole.", op, ": ", name, "[0] must be 0, got ", o[0]);
+  for (int64_t k = 0; k + 1 < n; ++k) {
+    TORCH_CHECK(o[k + 1] >= o[k], "fastdipole.", op, ": ", name, " must be non-decreasing, but ", name, "[", k + 1,
+                "] = ", o[k + 1], " < ", name, "[", k, "] = ", o[k]);
+  }
+  TORCH_CHECK(o[n - 1] == total, "fastdipole.", op, ": ", name, "[-1] = ", o[n - 1], " must equal the number of ",
+              what, " (", total, ")");
+}
+
+// Molecules with at least this many atoms use the cell list. Env FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS
+// overrides it (tests run one molecule through both paths; benchmarks tune it).
+int64_t cell_list_min_atoms() {
+  const char* env = std::getenv("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS");
+  if (env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    TORCH_CHECK(end != env && *end == '\0' && v >= 1,
+                "fastdipole: FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS must be a positive integer, got '", env, "'");
+    return int64_t(v);
+  }
+  return cuda::kDefaultCellListMinAtoms;
+}
+
+constexpr int64_t kMaxAtoms = std::numeric_limits<int32_t>::max();
+
+// ---------------------------------------------------------------------------------------------------------
+// neighbor_pairs
+// ---------------------------------------------------------------------------------------------------------
+std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cuda(const Tensor& R_in, const Tensor& offsets_in, double cutoff) {
+  const char* op = "neighbor_pairs";
+  check_cuda(R_in, R_in, op, "R");
+  check_cuda(offsets_in, R_in, op, "offsets");
+  check_float(R_in, op, "R");
+  TORCH_CHECK(R_in.dim() == 2 && R_in.size(1) == 3, "fastdipole.neighbor_pairs: R must have shape (n_atoms, 3), got ",
+              R_in.sizes());
+  check_cutoff(cutoff, op);
+  check_index(offsets_in, op, "offsets");
+  const c10::cuda::CUDAGuard guard(R_in.device());
+  const Tensor R = R_in.contiguous();
+  const Tensor offsets = offsets_in.contiguous();
+  const int64_t n_atoms = R.size(0);
+  TORCH_CHECK(n_atoms <= kMaxAtoms, "fastdipole.neighbor_pairs: at most ", kMaxAtoms, " atoms on CUDA, got ", n_atoms);
+  const Tensor offsets_host = offsets.to(at::kCPU);  // the molecule sizes plan the launch; this syncs
+  check_csr_host(offsets_host, n_atoms, op, "offsets", "atoms (R.shape[0])");
+  const int64_t n_molecules = offsets.numel() - 1;
+
+  Tensor row_offsets = at::empty({n_atoms + 1}, R.options().dtype(at::kLong));
+  Tensor first, second;
+  TorchScratch scratch(R.device());
+  const cudaStream_t stream = current_stream(R);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    cuda::NeighborPairsLauncher<T> launcher(R.data_ptr<T>(), n_atoms, offsets.data_ptr<int64_t>(),
+                                            offsets_host.data_ptr<int64_t>(), n_molecules, cutoff,
+                                            cell_list_min_atoms(), scratch, stream);
+    int64_t n_pairs = 0;
+    C10_CUDA_CHECK(launcher.count(row_offsets.data_ptr<int64_t>(), &n_pairs));
+    first = at::empty({n_pairs}, row_offsets.options());
+    second = at::empty({n_pairs}, row_offsets.options());
+    C10_CUDA_CHECK(launcher.fill(first.data_ptr<int64_t>(), second.data_ptr<int64_t>()));
+  };
+  if (R.scalar_type() == at::kFloat) {
+    run(float{});
+  } else {
+    run(double{});
+  }
+  return {first, second, row_offsets};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// gaussian_envsum
+// ---------------------------------------------------------------------------------------------------------
+struct EnvsumInputs {
+  Tensor z, r, pair_first, pair_second, row_offsets, mu, sigma;
+};
+
+EnvsumInputs check_envsum_inputs(const char* op, const Tensor& z, const Tensor& r, const Tensor& pair_first,
+                                 const Tensor& pair_second, const Tensor& row_offsets, const Tensor& mu,
+                                 const Tensor& sigma, double cutoff) {
+  const std::pair<const Tensor*, const char*> all[] = {{&z, "z"},
+                                                       {&r, "r"},
+                                                       {&pair_first, "pair_first"},
+                                                       {&pair_second, "pair_second"},
+                                                       {&row_offsets, "row_offsets"},
+                                                       {&mu, "mu"},
+                                                       {&sigma, "sigma"}};
+  for (const auto& [t, name] : all) check_cuda(*t, z, op, name);
+  check_float(z, op, "z");
+  TORCH_CHECK(z.dim() == 2, "fastdipole.", op, ": z must have shape (n_atoms, n_features), got ", z.sizes());
+  check_same_dtype(r, z, op, "r", "z");
+  check_same_dtype(mu, z, op, "mu", "z");
+  check_same_dtype(sigma, z, op, "sigma", "z");
+  TORCH_CHECK(r.dim() == 1, "fastdipole.", op, ": r must be 1-D (n_pairs,), got shape ", r.sizes());
+  TORCH_CHECK(mu.dim() == 1 && sigma.dim() == 1 && mu.numel() == sigma.numel(), "fastdipole.", op,
+              ": mu and sigma must be 1-D of the same length (n_sensitivities,), got ", mu.sizes(), " and ",
+              sigma.sizes());
+  check_index(pair_first, op, "pair_first");
+  check_index(pair_second, op, "pair_second");
+  check_index(row_offsets, op, "row_offsets");
+  const int64_t n_atoms = z.size(0), n_pairs = r.numel();
+  TORCH_CHECK(pair_first.numel() == n_pairs && pair_second.numel() == n_pairs, "fastdipole.", op,
+              ": r, pair_first and pair_second must have the same length, got ", n_pairs, ", ", pair_first.numel(),
+              " and ", pair_second.numel());
+  TORCH_CHECK(row_offsets.numel() == n_atoms + 1, "fastdipole.", op, ": row_offsets must have n_atoms + 1 = ",
+              n_atoms + 1, " entries, got ", row_offsets.numel());
+  TORCH_CHECK(mu.numel() <= cuda::kMaxSensitivities, "fastdipole.", op, ": at most ", cuda::kMaxSensitivities,
+              " sensitivities on CUDA, got ", mu.numel());
+  TORCH_CHECK(n_atoms <= kMaxAtoms, "fastdipole.", op, ": at most ", kMaxAtoms, " atoms on CUDA, got ", n_atoms);
+  check_cutoff(cutoff, op);
+  return EnvsumInputs{z.contiguous(),           r.contiguous(),  pair_first.contiguous(), pair_second.contiguous(),
+                      row_offsets.contiguous(), mu.contiguous(), sigma.contiguous()};
+}
+
+template <typename T>
+cuda::EnvsumArgs<T> envsum_args(const EnvsumInputs& in, double cutoff) {
+  cuda::EnvsumArgs<T> a;
+  a.z = in.z.data_ptr<T>();
+  a.r = in.r.data_ptr<T>();
+  a.pair_first = in.pair_first.data_ptr<int64_t>();
+  a.pair_second = in.pair_second.data_ptr<int64_t>();
+  a.row_offsets = in.row_offsets.data_ptr<int64_t>();
+  a.mu = in.mu.data_ptr<T>();
+  a.sigma = in.sigma.data_ptr<T>();
+  a.n_atoms = in.z.size(0);
+  a.n_features = in.z.size(1);
+  a.n_pairs = in.r.numel();
+  a.n_sens = in.mu.numel();
+  a.cutoff = cutoff;
+  return a;
+}
+
+Tensor gaussian_envsum_cuda(const Tensor& z, const Tensor& r, const Tensor& pair_first, const Tensor& pair_second,
+                            const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff) {
+  const EnvsumInputs in =
+      check_envsum_inputs("gaussian_envsum", z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+  const c10::cuda::CUDAGuard guard(in.z.device());
+  Tensor env = at::empty({in.z.size(0), in.mu.numel(), in.z.size(1)}, in.z.options());
+  const cudaStream_t stream = current_stream(in.z);
+  if (in.z.scalar_type() == at::kFloat) {
+    C10_CUDA_CHECK(cuda::gaussian_envsum_forward(envsum_args<float>(in, cutoff), env.data_ptr<float>(), stream));
+  } else {
+    C10_CUDA_CHECK(cuda::gaussian_envsum_forward(envsum_args<double>(in, cutoff), env.data_ptr<double>(), stream));
+  }
+  return env;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
+    const Tensor& grad_env_in, const Tensor& z, const Tensor& r, const Tensor& pair_first, const Tensor& pair_second,
+    const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff) {
+  const char* op = "gaussian_envsum_backward";
+  const EnvsumInputs in = check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+  check_cuda(grad_env_in, in.z, op, "grad_env");
+  check_same_dtype(grad_env_in, z, op, "grad_env", "z");
+  const int64_t n_atoms = in.z.size(0), n_features = in.z.size(1), n_sens = in.mu.numel();
+  TORCH_CHECK(grad_env_in.dim() == 3 && grad_env_in.size(0) == n_atoms && grad_env_in.size(1) == n_sens &&
+                  grad_env_in.size(2) == n_features,
+              "fastdipole.", op, ": grad_env must have shape (n_atoms, n_sensitivities, n_features) = (", n_atoms,
+              ", ", n_sens, ", ", n_features, "), got ", grad_env_in.sizes());
+  const c10::cuda::CUDAGuard guard(in.z.device());
+  const Tensor grad_env = grad_env_in.contiguous();
+
+  // Pairs grouped by sending atom for featsum: a stable sort keeps ascending pair index inside a group,
+  // and group j is [second_offsets[j], second_offsets[j + 1]).
+  Tensor second_order, second_offsets;
+  if (in.r.numel() > 0) {
+    auto sorted = at::sort(in.pair_second, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+    const Tensor& sorted_second = std::get<0>(sorted);
+    second_order = std::get<1>(sorted).contiguous();
+    second_offsets =
+        at::searchsorted(sorted_second, at::arange(n_atoms + 1, in.pair_second.options()), /*out_int32=*/false,
+                         /*right=*/false)
+            .contiguous();
+  } else {
+    second_order = at::empty({0}, in.pair_second.options());
+    second_offsets = at::zeros({n_atoms + 1}, in.pair_second.options());
+  }
+
+  Tensor grad_z = at::empty_like(in.z);
+  Tensor grad_r = at::empty_like(in.r);
+  Tensor grad_mu = at::empty_like(in.mu);
+  Tensor grad_sigma = at::empty_like(in.sigma);
+  const cudaStream_t stream = current_stream(in.z);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const cuda::EnvsumArgs<T> args = envsum_args<T>(in, cutoff);
+    const size_t bytes = cuda::gaussian_envsum_backward_scratch_bytes(args);
+    Tensor scratch = at::empty({int64_t(bytes)}, in.z.options().dtype(at::kByte));
+    C10_CUDA_CHECK(cuda::gaussian_envsum_backward(args, grad_env.data_ptr<T>(), second_order.data_ptr<int64_t>(),
+                                                  second_offsets.data_ptr<int64_t>(), scratch.data_ptr(),
+                                                  grad_z.data_ptr<T>(), grad_r.data_ptr<T>(), grad_mu.data_ptr<T>(),
+                                                  grad_sigma.data_ptr<T>(), stream));
+  };
+  if (in.z.scalar_type() == at::kFloat) {
+    run(float{});
+  } else {
+    run(double{});
+  }
+  return {grad_z, grad_r, grad_mu, grad_sigma};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// segmented_dipole
+// ---------------------------------------------------------------------------------------------------------
+void check_dipole_inputs(const char* op, const Tensor& q, const Tensor& R, const Tensor& offsets) {
+  check_cuda(R, R, op, "R");
+  check_cuda(q, R, op, "q");
+  check_cuda(offsets, R, op, "offsets");
+  check_float(R, op, "R");
+  check_same_dtype(q, R, op, "q", "R");
+  TORCH_CHECK(R.dim() == 2 && R.size(1) == 3, "fastdipole.", op, ": R must have shape (n_atoms, 3), got ", R.sizes());
+  TORCH_CHECK(q.dim() == 1 && q.numel() == R.size(0), "fastdipole.", op, ": q must have shape (n_atoms,) = (",
+              R.size(0), ",), got ", q.sizes());
+  check_index(offsets, op, "offsets");
+  TORCH_CHECK(offsets.numel() >= 1, "fastdipole.", op, ": offsets needs at least one entry (0)");
+}
+
+Tensor segmented_dipole_cuda(const Tensor& q_in, const Tensor& R_in, const Tensor& offsets_in) {
+  const char* op = "segmented_dipole";
+  check_dipole_inputs(op, q_in, R_in, offsets_in);
+  const c10::cuda::CUDAGuard guard(R_in.device());
+  const Tensor q = q_in.contiguous(), R = R_in.contiguous(), offsets = offsets_in.contiguous();
+  const int64_t n_molecules = offsets.numel() - 1;
+  Tensor mu = at::empty({n_molecules, 3}, R.options());
+  const cudaStream_t stream = current_stream(R);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    C10_CUDA_CHECK(cuda::segmented_dipole_forward(q.data_ptr<T>(), R.data_ptr<T>(), offsets.data_ptr<int64_t>(),
+                                                  R.size(0), n_molecules, mu.data_ptr<T>(), stream));
+  };
+  if (R.scalar_type() == at::kFloat) {
+    run(float{});
+  } else {
+    run(double{});
+  }
+  return mu;
+}
+
+std::tuple<Tensor, Tensor> segmented_dipole_backward_cuda(const Tensor& grad_mu_in, const Tensor& q_in,
+                                                          const Tensor& R_in, const Tensor& offsets_in) {
+  const char* op = "segmented_dipole_backward";
+  check_dipole_inputs(op, q_in, R_in, offsets_in);
+  check_cuda(grad_mu_in, R_in, op, "grad_mu");
+  check_same_dtype(grad_mu_in, R_in, op, "grad_mu", "R");
+  const int64_t n_molecules = offsets_in.numel() - 1;
+  TORCH_CHECK(grad_mu_in.dim() == 2 && grad_mu_in.size(0) == n_molecules && grad_mu_in.size(1) == 3, "fastdipole.",
+              op, ": grad_mu must have shape (n_molecules, 3) = (", n_molecules, ", 3), got ", grad_mu_in.sizes());
+  const c10::cuda::CUDAGuard guard(R_in.device());
+  const Tensor q = q_in.contiguous(), R = R_in.contiguous(), offsets = offsets_in.contiguous();
+  const Tensor grad_mu = grad_mu_in.contiguous();
+  Tensor grad_q = at::empty_like(q);
+  Tensor grad_R = at::empty_like(R);
+  const cudaStream_t stream = current_stream(R);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    C10_CUDA_CHECK(cuda::segmented_dipole_backward(grad_mu.data_ptr<T>(), q.data_ptr<T>(), R.data_ptr<T>(),
+                                                   offsets.data_ptr<int64_t>(), R.size(0), n_molecules,
+                                                   grad_q.data_ptr<T>(), grad_R.data_ptr<T>(), stream));
+  };
+  if (R.scalar_type() == at::kFloat) {
+    run(float{});
+  } else {
+    run(double{});
+  }
+  return {grad_q, grad_R};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastdipole, CUDA, m) {
+  m.impl("neighbor_pairs", &neighbor_pairs_cuda);
+  m.impl("gaussian_envsum", &gaussian_envsum_cuda);
+  m.impl("gaussian_envsum_backward", &gaussian_envsum_backward_cuda);
+  m.impl("segmented_dipole", &segmented_dipole_cuda);
+  m.impl("segmented_dipole_backward", &segmented_dipole_backward_cuda);
+}
+
+}  // namespace fastdipole

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# One GPU validation session for fastdipole's CUDA kernels: build from source, CUDA tests, compute-sanitizer,
+# benchmarks. Run from the repository root on a machine with an NVIDIA GPU, torch with CUDA (e.g. torch
+# 2.11.0+cu130, Python 3.12), nvcc (13.0), CMake and ninja; no internet needed.
+#
+#   OUT=/some/dir tools/gpu_session.sh [STEP ...]
+#   STEP: env deps build compile tests sanitize bench   (default: all, in that order)
+# Each step logs to $OUT/<step>.log (default $OUT: build/gpu_session); a failing step does not stop the
+# later ones. $OUT/summary.txt gets one line per step: status, seconds. Exit status 0 iff every step ran
+# and passed. The per-command limit of a lent machine is 10 minutes: run the steps in two or three calls
+# if needed (e.g. "env deps build compile tests", then "sanitize bench"); a warm machine keeps the build.
+#
+# Steps:
+#   env       nvidia-smi, python / torch / nvcc / cmake / ninja versions, compute-sanitizer location
+#   deps      pip install --no-index from $FASTDIPOLE_CARRY/wheels whatever of the list below is missing
+#   build     CUDA_HOME=... TORCH_CUDA_ARCH_LIST=<this GPU> pip install --no-build-isolation --no-deps -v .
+#             (timed; the build dir build/<wheel tag> is reused by later calls)
+#   compile   tools/check_cuda_compile.sh (every .cu standalone for sm_80 and sm_90, -Werror)
+#   tests     pytest tests/test_cuda_ops.py tests/test_cuda_compile.py (junit xml in $OUT)
+#   sanitize  compute-sanitizer --tool memcheck, racecheck, synccheck, initcheck on tools/cuda_smoke.py
+#             (PYTORCH_NO_CUDA_MEMORY_CACHING=1: every tensor its own allocation, exact bounds);
+#             memcheck, racecheck and synccheck must be clean, initcheck is reported only; each run is
+#             capped at $SANITIZE_TIMEOUT s (default 140)
+#   bench     python benchmarks/gpu.py --json $OUT/gpu_bench.json
+#
+# Carried files ($FASTDIPOLE_CARRY, default build/gpu_carry; made on a networked machine by
+# tools/prepare_gpu_carry.sh and passed to the device tool as carry=["build/gpu_carry"]):
+#   wheels/       scikit-build-core, pathspec, packaging, pybind11 (build); numpy, h5py, pytest, iniconfig,
+#                 pluggy, pygments (tests); hippynn==0.1.3, vesin-torch==0.6.2 (benchmark anchors)
+#   qm9_slice.h5  6,000 real QM9 molecules for the tests and benchmarks (FASTDIPOLE_QM9_H5 overrides)
+set -uo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+OUT="${OUT:-$repo/build/gpu_session}"
+mkdir -p "$OUT"
+PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
+carry="${FASTDIPOLE_CARRY:-$repo/build/gpu_carry}"
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+export PATH="$CUDA_HOME/bin:$PATH"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+if [[ -z "${FASTDIPOLE_QM9_H5:-}" ]]; then
+  if [[ -f "$carry/qm9_slice.h5" ]]; then
+    export FASTDIPOLE_QM9_H5="$carry/qm9_slice.h5"
+  elif [[ -f "$repo/../shared/data/qm9/qm9_mulliken.h5" ]]; then
+    export FASTDIPOLE_QM9_H5="$repo/../shared/data/qm9/qm9_mulliken.h5"
+  elif [[ -f "$repo/shared/data/qm9/qm9_mulliken.h5" ]]; then
+    export FASTDIPOLE_QM9_H5="$repo/shared/data/qm9/qm9_mulliken.h5"
+  fi
+fi
+
+steps=("$@")
+[[ ${#steps[@]} -eq 0 ]] && steps=(env deps build compile tests sanitize bench)
+summary="$OUT/summary.txt"
+overall=0
+
+run_step() {  # run_step NAME FUNCTION: times it, logs to $OUT/NAME.log, records the status
+  local name="$1" fn="$2" start end rc
+  start=$(date +%s)
+  echo "=== $name ($(date '+%F %T'))"
+  "$fn" >"$OUT/$name.log" 2>&1
+  rc=$?
+  end=$(date +%s)
+  local status="PASS"
+  [[ $rc -ne 0 ]] && status="FAIL(rc=$rc)" && overall=1
+  [[ $rc -eq 77 ]] && status="SKIPPED" && overall=1
+  printf '%-9s %-14s %5d s\n' "$name" "$status" "$((end - start))" | tee -a "$summary"
+  tail -n 15 "$OUT/$name.log" | sed 's/^/    /'
+}
+
+sanitizer_bin() {
+  local c
+  for c in "$(command -v compute-sanitizer 2>/dev/null)" "$CUDA_HOME/bin/compute-sanitizer" \
+    "$CUDA_HOME/compute-sanitizer/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer; do
+    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+
+step_env() {
+  date
+  nvidia-smi || true
+  "$PYTHON" - <<'EOF'
+import platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
+print("cuda available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("device", p.name, "capability", f"{p.major}.{p.minor}", "memory GiB", round(p.total_memory / 2**30, 1),
+          "SMs", p.multi_processor_count)
+EOF
+  nvcc --version || true
+  cmake --version || true
+  ninja --version || true
+  echo "compute-sanitizer: $(sanitizer_bin || echo 'not found')"
+  echo "FASTDIPOLE_QM9_H5=${FASTDIPOLE_QM9_H5:-unset}"
+  echo "carry: $carry"; ls -la "$carry" "$carry/wheels" 2>/dev/null || true
+}
+
+step_deps() {
+  local missing=() pkg mod
+  for pkg in scikit-build-core:scikit_build_core pybind11:pybind11 numpy:numpy h5py:h5py pytest:pytest \
+    hippynn:hippynn vesin-torch:vesin_torch ninja:ninja cmake:cmake; do
+    mod="${pkg#*:}"
+    "$PYTHON" -c "import $mod" 2>/dev/null || missing+=("${pkg%%:*}")
+  done
+  echo "missing: ${missing[*]:-none}"
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  local rc=0
+  for pkg in "${missing[@]}"; do
+    if [[ "$pkg" == ninja || "$pkg" == cmake ]]; then
+      command -v "$pkg" >/dev/null && { echo "$pkg: using the system one"; continue; }
+    fi
+    "$PYTHON" -m pip install --no-index --find-links "$carry/wheels" "$pkg" || {
+      echo "could not install $pkg from $carry/wheels"
+      [[ "$pkg" == hippynn || "$pkg" == vesin-torch ]] || rc=1  # anchors are optional
+    }
+  done
+  return $rc
+}
+
+step_build() {
+  local arch
+  arch="$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())' 2>/dev/null)"
+  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-${arch:-8.0;9.0}}"
+  echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST CUDA_HOME=$CUDA_HOME"
+  [[ -f README.md ]] || echo "# fastdipole" >README.md  # the package metadata needs one
+  local start end
+  start=$(date +%s)
+  "$PYTHON" -m pip install --no-build-isolation --no-deps --no-index -v . || return 1
+  end=$(date +%s)
+  echo "build + install: $((end - start)) s"
+  (cd /tmp && "$PYTHON" -c "import torch, fastdipole._C as c; print('fastdipole._C', c.__file__, 'with_cuda', c.with_cuda); assert c.with_cuda")
+}
+
+step_compile() {
+  bash tools/check_cuda_compile.sh
+}
+
+step_tests() {
+  "$PYTHON" -m pytest -v -ra --junitxml="$OUT/pytest_cuda.xml" -p no:cacheprovider \
+    tests/test_cuda_ops.py tests/test_cuda_compile.py
+}
+
+step_sanitize() {
+  local cs rc=0 tool
+  cs="$(sanitizer_bin)" || { echo "compute-sanitizer not found"; return 77; }
+  "$cs" --version | head -n 3
+  for tool in memcheck racecheck synccheck initcheck; do
+    echo "--- $tool"
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${SANITIZE_TIMEOUT:-140}" "$cs" --tool "$tool" --error-exitcode 66 \
+      --print-limit 40 "$PYTHON" tools/cuda_smoke.py >"$OUT/sanitize_$tool.log" 2>&1
+    local r=$?
+    tail -n 8 "$OUT/sanitize_$tool.log"
+    echo "$tool exit code: $r"
+    if [[ $r -ne 0 && $tool != initcheck ]]; then rc=1; fi
+  done
+  return $rc
+}
+
+step_bench() {
+  "$PYTHON" benchmarks/gpu.py --json "$OUT/gpu_bench.json"
+}
+
+echo "# gpu_session $(date '+%F %T') steps: ${steps[*]}" >>"$summary"
+for s in "${steps[@]}"; do
+  case "$s" in
+    env | deps | build | compile | tests | sanitize | bench) run_step "$s" "step_$s" ;;
+    *) echo "unknown step '$s' (env deps build compile tests sanitize bench)" | tee -a "$summary"; overall=1 ;;
+  esac
+done
+echo "summary: $summary"
+exit $overall
