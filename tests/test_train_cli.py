@@ -96,3 +96,15 @@ def test_bad_data_gives_one_line_error_and_exit_code_2(small_h5, tmp_path):
 
     missing = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "nope.h5"), "--out", str(run), *TINY])
     assert missing.exit_code == 2 and missing.output.startswith("error: ") and "not found" in missing.output
+
+
+def test_charge_warmup_flag_reaches_the_config(small_h5, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "warm"
+    result = runner.invoke(main, ["train", "--data", str(small_h5), "--out", str(run), "--epochs", "2",
+                                  "--charge-warmup-epochs", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["charge_warmup_epochs"] == 1
+    refused = runner.invoke(main, ["train", "--data", str(small_h5), "--out", str(tmp_path / "x"),
+                                   "--charges", "none", "--charge-warmup-epochs", "1", *TINY])
+    assert refused.exit_code == 2 and "charge_warmup_epochs" in refused.output

@@ -33,6 +33,8 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.option("--n-atom-layers", type=int, default=3, show_default=True, help="atom layers per interaction block")
 @click.option("--l1", type=float, default=0.04, show_default=True, help="weight of the charge loss terms")
 @click.option("--l2", type=float, default=0.96, show_default=True, help="weight of the dipole-magnitude loss terms")
+@click.option("--charge-warmup-epochs", type=int, default=0, show_default=True,
+              help="first epochs train the charge terms only (l2 = 0); needs --charges mulliken|average")
 @click.option("--patience", type=int, default=15, show_default=True,
               help="early stopping: epochs without a better validation dipole MAE")
 @click.option("--lr-patience", type=int, default=5, show_default=True,
