@@ -44,15 +44,21 @@ def qm9_batch(n_molecules: int, seed: int = 0, dtype=torch.float32, path: Path =
     )
 
 
-def median_ms(fn, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
+def median_ms(fn, repeats: int = 20, warmup: int = 3, budget_s: float | None = None, min_runs: int = 3) -> float:
+    """Median wall time of ``fn()`` in milliseconds.
+
+    With ``budget_s``, stops early once that many seconds are spent (after at least ``min_runs`` runs).
+    """
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeats):
+    start = time.perf_counter()
+    for k in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        if budget_s is not None and k + 1 >= min_runs and time.perf_counter() - start > budget_s:
+            break
     return 1e3 * statistics.median(times)
 
 

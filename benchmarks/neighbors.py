@@ -17,30 +17,19 @@ import math
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_QM9 = REPO.parent / "shared" / "data" / "qm9" / "qm9_mulliken.h5"
+from functools import partial
+
+from _common import QM9_H5 as DEFAULT_QM9
+from _common import median_ms as _median_ms
+
+# Each case stops after ~20 s so the slow anchors (naive torch at 20k atoms) don't dominate the run.
+median_ms = partial(_median_ms, warmup=1, budget_s=20.0, min_runs=3)
 DENSITY_PER_A3 = 0.1
-
-
-def median_ms(fn, repeats: int, warmup: int = 1, budget_s: float = 20.0) -> float:
-    """Median wall time of fn() in ms; stops early once budget_s is spent (at least 3 timed runs)."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    for k in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if k >= 2 and time.perf_counter() - start > budget_s:
-            break
-    return statistics.median(times)
 
 
 def load_qm9_batch(path: Path, n_molecules: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
