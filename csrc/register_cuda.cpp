@@ -20,13 +20,14 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <array>
 #include <cstdlib>
 #include <limits>
 #include <tuple>
 #include <vector>
 
 #include "cuda/launchers.h"
+#include "op_checks.h"
 
 namespace fastdipole {
 namespace {
@@ -57,39 +58,7 @@ void check_cuda(const Tensor& t, const Tensor& ref, const char* op, const char* 
               " but the other inputs are on ", ref.device());
 }
 
-void check_float(const Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fastdipole.", op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-}
-
-void check_same_dtype(const Tensor& t, const Tensor& ref, const char* op, const char* name, const char* ref_name) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "fastdipole.", op, ": ", name, " (", t.scalar_type(),
-              ") must have the dtype of ", ref_name, " (", ref.scalar_type(), ")");
-}
-
-void check_index(const Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kLong, "fastdipole.", op, ": ", name, " must be int64, got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == 1, "fastdipole.", op, ": ", name, " must be 1-D, got shape ", t.sizes());
-}
-
-void check_cutoff(double cutoff, const char* op) {
-  TORCH_CHECK(std::isfinite(cutoff) && cutoff > 0.0, "fastdipole.", op, ": cutoff must be a positive finite number "
-              "(Angstrom), got ", cutoff);
-}
-
-// Host copy of CSR offsets: offsets[0] = 0, non-decreasing, offsets[-1] = total (same messages as the CPU op).
-void check_csr_host(const Tensor& offsets_host, int64_t total, const char* op, const char* name, const char* what) {
-  TORCH_CHECK(offsets_host.numel() >= 1, "fastdipole.", op, ": ", name, " needs at least one entry (0)");
-  const int64_t* o = offsets_host.data_ptr<int64_t>();
-  const int64_t n = offsets_host.numel();
-  TORCH_CHECK(o[0] == 0, "fastdipole.", op, ": ", name, "[0] must be 0, got ", o[0]);
-  for (int64_t k = 0; k + 1 < n; ++k) {
-    TORCH_CHECK(o[k + 1] >= o[k], "fastdipole.", op, ": ", name, " must be non-decreasing, but ", name, "[", k + 1,
-                "] = ", o[k + 1], " < ", name, "[", k, "] = ", o[k]);
-  }
-  TORCH_CHECK(o[n - 1] == total, "fastdipole.", op, ": ", name, "[-1] = ", o[n - 1], " must equal the number of ",
-              what, " (", total, ")");
-}
+using checks::check_index;
 
 // Molecules with at least this many atoms use the cell list. Env FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS
 // overrides it (tests run one molecule through both paths; benchmarks tune it).
@@ -114,10 +83,7 @@ std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cuda(const Tensor& R_in, const
   const char* op = "neighbor_pairs";
   check_cuda(R_in, R_in, op, "R");
   check_cuda(offsets_in, R_in, op, "offsets");
-  check_float(R_in, op, "R");
-  TORCH_CHECK(R_in.dim() == 2 && R_in.size(1) == 3, "fastdipole.neighbor_pairs: R must have shape (n_atoms, 3), got ",
-              R_in.sizes());
-  check_cutoff(cutoff, op);
+  checks::check_neighbor_inputs(R_in, cutoff, op);
   check_index(offsets_in, op, "offsets");
   const c10::cuda::CUDAGuard guard(R_in.device());
   const Tensor R = R_in.contiguous();
@@ -125,7 +91,7 @@ std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cuda(const Tensor& R_in, const
   const int64_t n_atoms = R.size(0);
   TORCH_CHECK(n_atoms <= kMaxAtoms, "fastdipole.neighbor_pairs: at most ", kMaxAtoms, " atoms on CUDA, got ", n_atoms);
   const Tensor offsets_host = offsets.to(at::kCPU);  // the molecule sizes plan the launch; this syncs
-  check_csr_host(offsets_host, n_atoms, op, "offsets", "atoms (R.shape[0])");
+  checks::check_csr_values(offsets_host, n_atoms, op, "offsets", "atoms (R.shape[0])");
   const int64_t n_molecules = offsets.numel() - 1;
 
   Tensor row_offsets = at::empty({n_atoms + 1}, R.options().dtype(at::kLong));
@@ -169,28 +135,12 @@ EnvsumInputs check_envsum_inputs(const char* op, const Tensor& z, const Tensor& 
                                                        {&mu, "mu"},
                                                        {&sigma, "sigma"}};
   for (const auto& [t, name] : all) check_cuda(*t, z, op, name);
-  check_float(z, op, "z");
-  TORCH_CHECK(z.dim() == 2, "fastdipole.", op, ": z must have shape (n_atoms, n_features), got ", z.sizes());
-  check_same_dtype(r, z, op, "r", "z");
-  check_same_dtype(mu, z, op, "mu", "z");
-  check_same_dtype(sigma, z, op, "sigma", "z");
-  TORCH_CHECK(r.dim() == 1, "fastdipole.", op, ": r must be 1-D (n_pairs,), got shape ", r.sizes());
-  TORCH_CHECK(mu.dim() == 1 && sigma.dim() == 1 && mu.numel() == sigma.numel(), "fastdipole.", op,
-              ": mu and sigma must be 1-D of the same length (n_sensitivities,), got ", mu.sizes(), " and ",
-              sigma.sizes());
-  check_index(pair_first, op, "pair_first");
-  check_index(pair_second, op, "pair_second");
-  check_index(row_offsets, op, "row_offsets");
-  const int64_t n_atoms = z.size(0), n_pairs = r.numel();
-  TORCH_CHECK(pair_first.numel() == n_pairs && pair_second.numel() == n_pairs, "fastdipole.", op,
-              ": r, pair_first and pair_second must have the same length, got ", n_pairs, ", ", pair_first.numel(),
-              " and ", pair_second.numel());
-  TORCH_CHECK(row_offsets.numel() == n_atoms + 1, "fastdipole.", op, ": row_offsets must have n_atoms + 1 = ",
-              n_atoms + 1, " entries, got ", row_offsets.numel());
+  checks::check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+  const int64_t n_atoms = z.size(0);
+  checks::check_row_offsets_length(row_offsets, n_atoms, op);
   TORCH_CHECK(mu.numel() <= cuda::kMaxSensitivities, "fastdipole.", op, ": at most ", cuda::kMaxSensitivities,
               " sensitivities on CUDA, got ", mu.numel());
   TORCH_CHECK(n_atoms <= kMaxAtoms, "fastdipole.", op, ": at most ", kMaxAtoms, " atoms on CUDA, got ", n_atoms);
-  check_cutoff(cutoff, op);
   return EnvsumInputs{z.contiguous(),           r.contiguous(),  pair_first.contiguous(), pair_second.contiguous(),
                       row_offsets.contiguous(), mu.contiguous(), sigma.contiguous()};
 }
@@ -230,23 +180,22 @@ Tensor gaussian_envsum_cuda(const Tensor& z, const Tensor& r, const Tensor& pair
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
     const Tensor& grad_env_in, const Tensor& z, const Tensor& r, const Tensor& pair_first, const Tensor& pair_second,
-    const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff) {
+    const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff,
+    std::array<bool, 4> output_mask) {
   const char* op = "gaussian_envsum_backward";
   const EnvsumInputs in = check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
   check_cuda(grad_env_in, in.z, op, "grad_env");
-  check_same_dtype(grad_env_in, z, op, "grad_env", "z");
-  const int64_t n_atoms = in.z.size(0), n_features = in.z.size(1), n_sens = in.mu.numel();
-  TORCH_CHECK(grad_env_in.dim() == 3 && grad_env_in.size(0) == n_atoms && grad_env_in.size(1) == n_sens &&
-                  grad_env_in.size(2) == n_features,
-              "fastdipole.", op, ": grad_env must have shape (n_atoms, n_sensitivities, n_features) = (", n_atoms,
-              ", ", n_sens, ", ", n_features, "), got ", grad_env_in.sizes());
+  checks::check_grad_env(op, grad_env_in, in.z, in.mu);
+  const int64_t n_atoms = in.z.size(0);
   const c10::cuda::CUDAGuard guard(in.z.device());
   const Tensor grad_env = grad_env_in.contiguous();
 
-  // Pairs grouped by sending atom for featsum: a stable sort keeps ascending pair index inside a group,
-  // and group j is [second_offsets[j], second_offsets[j + 1]).
+  // Pairs grouped by sending atom for featsum (only when grad_z is wanted): a stable sort keeps ascending
+  // pair index inside a group, and group j is [second_offsets[j], second_offsets[j + 1]).
   Tensor second_order, second_offsets;
-  if (in.r.numel() > 0) {
+  if (!output_mask[0]) {
+    // featsum is skipped: the launcher never reads the grouping.
+  } else if (in.r.numel() > 0) {
     auto sorted = at::sort(in.pair_second, /*stable=*/true, /*dim=*/0, /*descending=*/false);
     const Tensor& sorted_second = std::get<0>(sorted);
     second_order = std::get<1>(sorted).contiguous();
@@ -259,20 +208,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
     second_offsets = at::zeros({n_atoms + 1}, in.pair_second.options());
   }
 
-  Tensor grad_z = at::empty_like(in.z);
-  Tensor grad_r = at::empty_like(in.r);
-  Tensor grad_mu = at::empty_like(in.mu);
-  Tensor grad_sigma = at::empty_like(in.sigma);
+  // Outputs left out of output_mask come back undefined (None in Python); the launcher skips their work.
+  Tensor grad_z = output_mask[0] ? at::empty_like(in.z) : Tensor();
+  Tensor grad_r = output_mask[1] ? at::empty_like(in.r) : Tensor();
+  Tensor grad_mu = output_mask[2] ? at::empty_like(in.mu) : Tensor();
+  Tensor grad_sigma = output_mask[3] ? at::empty_like(in.sigma) : Tensor();
   const cudaStream_t stream = current_stream(in.z);
   auto run = [&](auto tag) {
     using T = decltype(tag);
+    auto ptr = [](Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
+    auto index_ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<int64_t>() : nullptr; };
     const cuda::EnvsumArgs<T> args = envsum_args<T>(in, cutoff);
     const size_t bytes = cuda::gaussian_envsum_backward_scratch_bytes(args);
     Tensor scratch = at::empty({int64_t(bytes)}, in.z.options().dtype(at::kByte));
-    C10_CUDA_CHECK(cuda::gaussian_envsum_backward(args, grad_env.data_ptr<T>(), second_order.data_ptr<int64_t>(),
-                                                  second_offsets.data_ptr<int64_t>(), scratch.data_ptr(),
-                                                  grad_z.data_ptr<T>(), grad_r.data_ptr<T>(), grad_mu.data_ptr<T>(),
-                                                  grad_sigma.data_ptr<T>(), stream));
+    C10_CUDA_CHECK(cuda::gaussian_envsum_backward(args, grad_env.data_ptr<T>(), index_ptr(second_order),
+                                                  index_ptr(second_offsets), scratch.data_ptr(), ptr(grad_z),
+                                                  ptr(grad_r), ptr(grad_mu), ptr(grad_sigma), stream));
   };
   if (in.z.scalar_type() == at::kFloat) {
     run(float{});
@@ -289,12 +240,7 @@ void check_dipole_inputs(const char* op, const Tensor& q, const Tensor& R, const
   check_cuda(R, R, op, "R");
   check_cuda(q, R, op, "q");
   check_cuda(offsets, R, op, "offsets");
-  check_float(R, op, "R");
-  check_same_dtype(q, R, op, "q", "R");
-  TORCH_CHECK(R.dim() == 2 && R.size(1) == 3, "fastdipole.", op, ": R must have shape (n_atoms, 3), got ", R.sizes());
-  TORCH_CHECK(q.dim() == 1 && q.numel() == R.size(0), "fastdipole.", op, ": q must have shape (n_atoms,) = (",
-              R.size(0), ",), got ", q.sizes());
-  check_index(offsets, op, "offsets");
+  checks::check_dipole_inputs(op, q, R, offsets);
   TORCH_CHECK(offsets.numel() >= 1, "fastdipole.", op, ": offsets needs at least one entry (0)");
 }
 
@@ -324,10 +270,8 @@ std::tuple<Tensor, Tensor> segmented_dipole_backward_cuda(const Tensor& grad_mu_
   const char* op = "segmented_dipole_backward";
   check_dipole_inputs(op, q_in, R_in, offsets_in);
   check_cuda(grad_mu_in, R_in, op, "grad_mu");
-  check_same_dtype(grad_mu_in, R_in, op, "grad_mu", "R");
   const int64_t n_molecules = offsets_in.numel() - 1;
-  TORCH_CHECK(grad_mu_in.dim() == 2 && grad_mu_in.size(0) == n_molecules && grad_mu_in.size(1) == 3, "fastdipole.",
-              op, ": grad_mu must have shape (n_molecules, 3) = (", n_molecules, ", 3), got ", grad_mu_in.sizes());
+  checks::check_grad_dipole(op, grad_mu_in, R_in, n_molecules);
   const c10::cuda::CUDAGuard guard(R_in.device());
   const Tensor q = q_in.contiguous(), R = R_in.contiguous(), offsets = offsets_in.contiguous();
   const Tensor grad_mu = grad_mu_in.contiguous();

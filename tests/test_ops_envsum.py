@@ -254,3 +254,65 @@ def test_opcheck():
     grad_env = torch.randn((z.shape[0], 4, 3), dtype=torch.float64)
     back_args = (grad_env, *(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
     torch.library.opcheck(ops().gaussian_envsum_backward.default, back_args)
+
+
+MASKS = [
+    [False, True, True, True],  # first layer: one-hot z needs no gradient (featsum skipped)
+    [True, False, True, True],  # training: positions need no gradient
+    [False, False, True, True],  # both
+    [True, False, False, False],  # grad_z only (sensesum skipped)
+    [False, False, False, False],
+]
+
+
+@pytest.mark.parametrize("output_mask", MASKS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_output_mask_skips_outputs_and_keeps_the_rest(output_mask, dtype):
+    """Masked-out gradients come back None; the others are the same bits as with every gradient asked for."""
+    z, r, pf, ps, ro, mu, sigma = random_problem(12, [9, 17, 25], 20, 8, dtype)
+    grad_env = torch.randn((z.shape[0], 8, 20), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    args = (grad_env.to(dtype), z, r, pf, ps, ro, mu, sigma, CUTOFF)
+    full = ops().gaussian_envsum_backward(*args)
+    default = ops().gaussian_envsum_backward(*args, [True] * 4)
+    masked = ops().gaussian_envsum_backward(*args, output_mask)
+    for name, wanted, a, b, c in zip(("grad_z", "grad_r", "grad_mu", "grad_sigma"), output_mask, full, default, masked):
+        assert torch.equal(a, b), name
+        if wanted:
+            assert torch.equal(c, a), f"{name} differs when other outputs are skipped"
+        else:
+            assert c is None, f"{name} was not asked for but came back"
+
+
+def test_autograd_asks_only_for_needed_gradients():
+    """With z and r not requiring grad (one-hot first layer, fixed positions), mu/sigma gradients are
+    unchanged and agree with the reference."""
+    z, r, pf, ps, ro, mu, sigma = random_problem(13, [12, 20], 5, 6)
+    grad_env = torch.randn((z.shape[0], 6, 5), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    _, grads_all = forward_and_grads(ops().gaussian_envsum, z, r, pf, ps, ro, mu, sigma, grad_env)
+    mu_, sigma_ = mu.clone().requires_grad_(True), sigma.clone().requires_grad_(True)
+    env = ops().gaussian_envsum(z, r, pf, ps, ro, mu_, sigma_, CUTOFF)
+    g_mu, g_sigma = torch.autograd.grad(env, (mu_, sigma_), grad_env)
+    assert torch.equal(g_mu, grads_all[2]) and torch.equal(g_sigma, grads_all[3])
+    # z alone (a later layer with fixed positions and Gaussians)
+    z_ = z.clone().requires_grad_(True)
+    (g_z,) = torch.autograd.grad(ops().gaussian_envsum(z_, r, pf, ps, ro, mu, sigma, CUTOFF), z_, grad_env)
+    assert torch.equal(g_z, grads_all[0])
+    _, grads_ref = forward_and_grads(reference.gaussian_envsum, z, r, pf, ps, ro, mu, sigma, grad_env)
+    assert_close_scaled(g_mu, grads_ref[2], 1e-8, "grad_mu")
+
+
+def test_gradgradcheck_with_masked_outputs():
+    """Double backward when some first-order gradients were skipped (r fixed, so grad_r is never computed)."""
+    z, r, pf, ps, ro, mu, sigma = random_problem(14, [6, 5], 3, 4)
+    fn = lambda z_, mu_, sigma_: ops().gaussian_envsum(z_, r, pf, ps, ro, mu_, sigma_, CUTOFF)  # noqa: E731
+    inputs = (z.requires_grad_(True), mu.requires_grad_(True), sigma.requires_grad_(True))
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("output_mask", [[False, True, True, True], [True, False, True, False]])
+def test_opcheck_with_output_mask(output_mask):
+    z, r, pf, ps, ro, mu, sigma = random_problem(15, [7, 5], 3, 4)
+    grad_env = torch.randn((z.shape[0], 4, 3), dtype=torch.float64)
+    torch.library.opcheck(
+        ops().gaussian_envsum_backward.default, (grad_env, z, r, pf, ps, ro, mu, sigma, CUTOFF, output_mask)
+    )

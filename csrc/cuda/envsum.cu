@@ -208,8 +208,8 @@ __global__ void __launch_bounds__(kMaxThreads)
       const int64_t p = p0 + k;
       const T* sk = s_sh + int64_t(k) * S;
       const T* zj = a.z + j * F;
-      // featsum terms C[p, f] = sum_v dE[i, v, f] s_v(p)
-      for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
+      // featsum terms C[p, f] = sum_v dE[i, v, f] s_v(p) (C is null when grad_z is not wanted)
+      for (int64_t f = threadIdx.x; C != nullptr && f < F; f += blockDim.x) {
         T c = T(0);
         for (int64_t v = 0; v < S; ++v) {
           const T s = sk[v];
@@ -247,8 +247,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     }
     __syncthreads();
 
-    // grad_r[p] = sum_v dS ds_v/dr, v in order (as the CPU kernel).
-    for (int k = threadIdx.x; k < nk; k += blockDim.x) {
+    // grad_r[p] = sum_v dS ds_v/dr, v in order (as the CPU kernel); grad_r is null when not wanted.
+    for (int k = threadIdx.x; grad_r != nullptr && k < nk; k += blockDim.x) {
       if (j_sh[k] < 0) continue;
       T gr = T(0);
       for (int64_t v = 0; v < S; ++v) {
@@ -348,10 +348,11 @@ __global__ void __launch_bounds__(kReduceThreads)
   acc = detail::warp_sum(acc);
   if ((threadIdx.x & (kWarp - 1)) == 0) warp_sums[threadIdx.x / kWarp] = acc;
   __syncthreads();
-  if (threadIdx.x == 0) {
+  T* out = blockIdx.y == 0 ? grad_mu : grad_sigma;  // null when that gradient is not wanted
+  if (threadIdx.x == 0 && out != nullptr) {
     double total = 0.0;
     for (int w = 0; w < kReduceThreads / kWarp; ++w) total += warp_sums[w];
-    (blockIdx.y == 0 ? grad_mu : grad_sigma)[v] = T(total);
+    out[v] = T(total);
   }
 }
 
@@ -440,12 +441,20 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
                                      T* grad_mu, T* grad_sigma, cudaStream_t stream) {
   const int64_t N = a.n_atoms, S = a.n_sens, F = a.n_features, P = a.n_pairs;
   cudaError_t err = cudaSuccess;
+  // Null outputs are not wanted: their work is skipped (featsum without grad_z, pass 3 without grad_mu and
+  // grad_sigma).
   // grad_r stays 0 for pairs outside every row (malformed input); the kernels write everything else.
-  if (P > 0 && (err = cudaMemsetAsync(grad_r, 0, sizeof(T) * size_t(P), stream)) != cudaSuccess) return err;
+  if (grad_r != nullptr && P > 0 && (err = cudaMemsetAsync(grad_r, 0, sizeof(T) * size_t(P), stream)) != cudaSuccess)
+    return err;
   if (N == 0 || S == 0 || F == 0) {  // nothing to sum: zero gradients
-    if (S > 0 && (err = cudaMemsetAsync(grad_mu, 0, sizeof(T) * size_t(S), stream)) != cudaSuccess) return err;
-    if (S > 0 && (err = cudaMemsetAsync(grad_sigma, 0, sizeof(T) * size_t(S), stream)) != cudaSuccess) return err;
-    if (N > 0 && F > 0 && (err = cudaMemsetAsync(grad_z, 0, sizeof(T) * size_t(N * F), stream)) != cudaSuccess)
+    if (grad_mu != nullptr && S > 0 &&
+        (err = cudaMemsetAsync(grad_mu, 0, sizeof(T) * size_t(S), stream)) != cudaSuccess)
+      return err;
+    if (grad_sigma != nullptr && S > 0 &&
+        (err = cudaMemsetAsync(grad_sigma, 0, sizeof(T) * size_t(S), stream)) != cudaSuccess)
+      return err;
+    if (grad_z != nullptr && N > 0 && F > 0 &&
+        (err = cudaMemsetAsync(grad_z, 0, sizeof(T) * size_t(N * F), stream)) != cudaSuccess)
       return err;
     return cudaSuccess;
   }
@@ -461,16 +470,19 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   const int tile = backward_tile(a, threads);
   if (tile < 1) return cudaErrorInvalidValue;
   const size_t shared = backward_shared_bytes<T>(S, tile, threads / kWarp);
-  envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(a, grad_env, tile, C, grad_r, part_mu,
-                                                                          part_sigma);
+  envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(
+      a, grad_env, tile, grad_z != nullptr ? C : nullptr, grad_r, part_mu, part_sigma);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
 
-  // featsum: about one feature per thread (up to 4 per thread for F > 256).
-  const int fs_threads = int(std::min<int64_t>(kMaxThreads, round_up(F, kWarp)));
-  envsum_backward_featsum_kernel<T><<<unsigned(N), fs_threads, 0, stream>>>(a, second_order, second_offsets, C,
-                                                                           grad_z);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  if (grad_z != nullptr) {
+    // featsum: about one feature per thread (up to 4 per thread for F > 256).
+    const int fs_threads = int(std::min<int64_t>(kMaxThreads, round_up(F, kWarp)));
+    envsum_backward_featsum_kernel<T><<<unsigned(N), fs_threads, 0, stream>>>(a, second_order, second_offsets, C,
+                                                                             grad_z);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  }
 
+  if (grad_mu == nullptr && grad_sigma == nullptr) return cudaSuccess;
   reduce_partials_kernel<T><<<dim3(unsigned(S), 2), kReduceThreads, 0, stream>>>(part_mu, part_sigma, N, grad_mu,
                                                                                  grad_sigma);
   return cudaGetLastError();

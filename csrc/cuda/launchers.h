@@ -134,6 +134,9 @@ size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& args);
 // grad_mu/grad_sigma partials (double). Atom i's grad_env rows come from DRAM once; later pairs of the row
 // re-read them from L1. Pass 2 sums C over each sending atom's group in order (grad_z); pass 3 sums the
 // partials over atoms in a fixed tree. No float atomics: the result is bitwise reproducible.
+// Any output may be null to skip it: no grad_z skips the C terms and pass 2 (second_order and
+// second_offsets are then not read and may be null), no grad_r skips its sums, neither grad_mu nor
+// grad_sigma skips pass 3.
 template <typename T>
 cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& args, const T* grad_env, const int64_t* second_order,
                                      const int64_t* second_offsets, void* scratch, T* grad_z, T* grad_r,

@@ -262,6 +262,21 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
                                gr2.data(), gm2.data(), gs2.data(), nullptr);
   if (env2 != env_got || gz2 != gz || gr2 != gr || gm2 != gm || gs2 != gs) fail(label + ": repeated run differs");
 
+  // Skipped outputs (null, as register_cuda.cpp passes for output_mask): the rest are the same bits, and
+  // without grad_z the pair grouping is not read at all.
+  {
+    std::vector<T> gm3(gm.size(), T(-777)), gs3(gs.size(), T(-777)), gz3(gz.size(), T(-777));
+    T* const none = nullptr;
+    const int64_t* const no_index = nullptr;
+    check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), no_index, no_index, scratch.data(), none, none,
+                                            gm3.data(), gs3.data(), nullptr),
+               label + " backward without grad_z, grad_r");
+    check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), order.data(), second_offsets.data(), scratch.data(),
+                                            gz3.data(), none, none, none, nullptr),
+               label + " backward with grad_z only");
+    if (gm3 != gm || gs3 != gs || gz3 != gz) fail(label + ": skipping outputs changed the others");
+  }
+
   // Malformed indices: skipped, never out of bounds (AddressSanitizer watches the exact-size buffers).
   if (P >= 3 && N >= 2) {
     std::vector<int64_t> bad_first = pairs.first, bad_second = pairs.second, bad_row = pairs.row;

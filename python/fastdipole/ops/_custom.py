@@ -6,7 +6,8 @@ CPU/CUDA kernels) and adds, per operator:
 * a fake (meta) implementation, so ``torch.compile(fullgraph=True)`` and ``torch.export`` can trace the
   ops; ``neighbor_pairs`` has a data-dependent number of pairs, declared with ``new_dynamic_size()``;
 * autograd. ``gaussian_envsum`` differentiates through the ``gaussian_envsum_backward`` kernel (gradients for
-  z, r, mu and sigma). Double backward also works: the backward op's own derivative is computed from the
+  z, r, mu and sigma; its ``output_mask`` asks only for those autograd needs, the rest come back None).
+  Double backward also works: the backward op's own derivative is computed from the
   pure-PyTorch reference formulas (correct, but it materialises (n_pairs, n_sens, n_features) terms; fine
   for tests and small batches, not tuned for force training). ``segmented_dipole`` is bilinear, so its
   backward's derivatives are the ops themselves (any order). ``neighbor_pairs`` returns integer indices
@@ -87,9 +88,15 @@ def _gaussian_envsum_fake(z, r, pair_first, pair_second, row_offsets, mu, sigma,
     return z.new_empty((z.shape[0], mu.shape[0], z.shape[1]))
 
 
+_ALL_ENVSUM_GRADS = (True, True, True, True)
+
+
 @torch.library.register_fake("fastdipole::gaussian_envsum_backward")
-def _gaussian_envsum_backward_fake(grad_env, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff):
-    return torch.empty_like(z), torch.empty_like(r), torch.empty_like(mu), torch.empty_like(sigma)
+def _gaussian_envsum_backward_fake(
+    grad_env, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff, output_mask=_ALL_ENVSUM_GRADS
+):
+    like = (z, r, mu, sigma)
+    return tuple(torch.empty_like(t) if wanted else None for t, wanted in zip(like, output_mask))
 
 
 @torch.library.register_fake("fastdipole::segmented_dipole")
@@ -113,8 +120,12 @@ def _envsum_setup_context(ctx, inputs, output):
 
 def _envsum_backward(ctx, grad_env):
     z, r, pair_first, pair_second, row_offsets, mu, sigma = ctx.saved_tensors
+    # Only the gradients autograd needs: in training positions (r) need none, and a one-hot first-layer
+    # input (z) none either; the kernel then skips featsum / the r accumulation (None comes back).
+    needs = ctx.needs_input_grad
+    output_mask = [bool(needs[0]), bool(needs[1]), bool(needs[5]), bool(needs[6])]
     grad_z, grad_r, grad_mu, grad_sigma = _ops.gaussian_envsum_backward(
-        grad_env.contiguous(), z, r, pair_first, pair_second, row_offsets, mu, sigma, ctx.cutoff
+        grad_env.contiguous(), z, r, pair_first, pair_second, row_offsets, mu, sigma, ctx.cutoff, output_mask
     )
     return grad_z, grad_r, None, None, None, grad_mu, grad_sigma, None
 
@@ -125,25 +136,28 @@ torch.library.register_autograd(
 
 
 def _envsum_backward_setup_context(ctx, inputs, output):
-    grad_env, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff = inputs
+    grad_env, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff = inputs[:9]
     ctx.save_for_backward(grad_env, z, r, pair_first, pair_second, row_offsets, mu, sigma)
     ctx.cutoff = cutoff
+    ctx.output_mask = tuple(inputs[9]) if len(inputs) > 9 else _ALL_ENVSUM_GRADS
 
 
 def _envsum_double_backward(ctx, gg_z, gg_r, gg_mu, gg_sigma):
     """Derivative of the backward op, from the reference formulas (autograd through autograd)."""
     grad_env, z, r, pair_first, pair_second, row_offsets, mu, sigma = ctx.saved_tensors
+    # Outputs the mask left out were never computed: nothing flows back through them.
+    ggs = [g if wanted else None for g, wanted in zip((gg_z, gg_r, gg_mu, gg_sigma), ctx.output_mask)]
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(True) for t in (grad_env, z, r, mu, sigma)]
         g_env, z_, r_, mu_, sigma_ = leaves
         env = reference.gaussian_envsum(z_, r_, pair_first, pair_second, row_offsets, mu_, sigma_, ctx.cutoff)
         firsts = torch.autograd.grad(env, (z_, r_, mu_, sigma_), g_env, create_graph=True)
-        outs = [f for f, g in zip(firsts, (gg_z, gg_r, gg_mu, gg_sigma)) if g is not None]
-        grads_out = [g for g in (gg_z, gg_r, gg_mu, gg_sigma) if g is not None]
+        outs = [f for f, g in zip(firsts, ggs) if g is not None]
+        grads_out = [g for g in ggs if g is not None]
         if not outs:
-            return (None,) * 9
+            return (None,) * 10
         d_env, d_z, d_r, d_mu, d_sigma = torch.autograd.grad(outs, leaves, grads_out, allow_unused=True)
-    return d_env, d_z, d_r, None, None, None, d_mu, d_sigma, None
+    return d_env, d_z, d_r, None, None, None, d_mu, d_sigma, None, None
 
 
 torch.library.register_autograd(
