@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import click
@@ -79,15 +78,11 @@ def info(path, charges):
             click.echo(f"{key}: {attrs[key]}")
 
 
-def _register_optional(name: str) -> None:
-    # Sub-commands that live in their own modules (e.g. `data qmugs`) join the group when present.
-    try:
-        module = importlib.import_module(f"fastdipole.commands.{name}")
-    except ModuleNotFoundError as err:
-        if err.name == f"fastdipole.commands.{name}":
-            return
-        raise
-    command.add_command(module.command)
+def _register_qmugs() -> None:
+    # `data qmugs` lives in its own module (RDKit is imported only when it runs).
+    from .data_qmugs import command as qmugs
+
+    command.add_command(qmugs)
 
 
-_register_optional("data_qmugs")
+_register_qmugs()
