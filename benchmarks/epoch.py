@@ -21,6 +21,7 @@ from _common import QM9_H5, header, pin_threads, table
 from fastdipole import ops
 from fastdipole.data import BatchLoader, load_h5, make_split
 from fastdipole.nn import DipoleModel
+from fastdipole.train import make_optimizer
 from fastdipole.train.loss import paper_loss
 from fastdipole.units import DEBYE_PER_E_ANGSTROM
 
@@ -28,7 +29,7 @@ from fastdipole.units import DEBYE_PER_E_ANGSTROM
 def run_epoch(dataset, indices, nf, batch_size, max_steps, kernels):
     torch.manual_seed(0)
     model = DipoleModel.from_config(n_features=nf, kernels=kernels)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model.parameters(), lr=1e-3)  # what `fastdipole train` uses
     loader = BatchLoader(dataset, indices, batch_size, shuffle=True, seed=0)
     n_total = len(loader)
     steps = 0

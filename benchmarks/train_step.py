@@ -20,6 +20,7 @@ from _common import header, median_ms, pin_threads, qm9_batch, table
 
 from fastdipole import ops
 from fastdipole.nn import DipoleModel
+from fastdipole.train import make_optimizer
 from fastdipole.ops.reference import molecule_index
 from fastdipole.units import DEBYE_PER_E_ANGSTROM
 
@@ -38,7 +39,7 @@ def paper_loss(q_pred, q_true, mu_pred, mu_true):
 def fastdipole_step(nf, Z, R, off, mu, q, kernels):
     torch.manual_seed(0)
     model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, kernels=kernels, **SETTINGS)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model.parameters(), lr=1e-3)  # what `fastdipole train` uses
 
     def step():
         opt.zero_grad(set_to_none=True)

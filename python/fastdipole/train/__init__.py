@@ -6,6 +6,7 @@ Python API: ``train(TrainConfig(...)) -> run_dir`` and ``load_model(run_dir, whi
 from .checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import CHARGE_MODES, DEFAULT_EPOCHS, TrainConfig
 from .history import read_history
+from .optim import make_optimizer
 from .loss import DEFAULT_L1, DEFAULT_L2, LossTerms, batch_loss, paper_loss
 from .trainer import RunFolderError, TrainingError, load_model, read_config, train
 
@@ -23,6 +24,7 @@ __all__ = [
     "batch_loss",
     "load_checkpoint",
     "load_model",
+    "make_optimizer",
     "paper_loss",
     "read_config",
     "read_history",

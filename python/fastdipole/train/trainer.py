@@ -40,6 +40,7 @@ from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, set
 from .config import TrainConfig
 from .history import read_history, write_history
 from .loss import batch_loss
+from .optim import make_optimizer
 
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.npz"
@@ -246,7 +247,7 @@ def train(
     random.seed(config.seed)
     kernels = None if config.kernels == "auto" else config.kernels
     model = DipoleModel.from_config(kernels=kernels, **config.model_kwargs()).to(device=device, dtype=dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model.parameters(), config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
     )
