@@ -40,19 +40,17 @@ def mulliken_point_charge_baseline(dataset: MoleculeDataset, indices=None) -> di
         dataset = dataset.subset(indices)
     if dataset.n_molecules == 0:
         raise DataError(f"{dataset.source}: no molecules selected for the point-charge baseline")
-    pred = np.linalg.norm(point_charge_dipoles(dataset), axis=1)
-    label = dataset.mu_debye.astype(np.float64) / DEBYE_PER_E_ANGSTROM
-    err = pred - label
-    mae = float(np.mean(np.abs(err)))
-    rmse = float(np.sqrt(np.mean(err**2)))
-    pos = label > 0
-    rel = float(np.mean(np.abs(err[pos]) / label[pos]) * 100.0) if pos.any() else float("nan")
+    # Same error definitions as model evaluation (imported here: evaluation itself imports the data layer).
+    from ..evaluation.metrics import dipole_metrics
+
+    pred_debye = np.linalg.norm(point_charge_dipoles(dataset), axis=1) * DEBYE_PER_E_ANGSTROM
+    m = dipole_metrics(pred_debye, dataset.mu_debye)
     return {
-        "mae_e_angstrom": mae,
-        "rmse_e_angstrom": rmse,
-        "mae_debye": mae * DEBYE_PER_E_ANGSTROM,
-        "rmse_debye": rmse * DEBYE_PER_E_ANGSTROM,
-        "mean_relative_error_percent": rel,
-        "n_molecules": int(dataset.n_molecules),
-        "n_molecules_relative": int(pos.sum()),
+        "mae_e_angstrom": m["dipole_mae_e_angstrom"],
+        "rmse_e_angstrom": m["dipole_rmse_e_angstrom"],
+        "mae_debye": m["dipole_mae_debye"],
+        "rmse_debye": m["dipole_rmse_debye"],
+        "mean_relative_error_percent": m["dipole_mean_relative_error_percent"],
+        "n_molecules": m["n_molecules"],
+        "n_molecules_relative": m["n_molecules_relative"],
     }
