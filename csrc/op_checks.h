@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace fastdipole::checks {
 
@@ -86,6 +87,27 @@ inline void check_row_offsets_length(const at::Tensor& row_offsets, int64_t n_at
   TORCH_CHECK(row_offsets.numel() == n_atoms + 1, "fastdipole.", op, ": row_offsets must have n_atoms + 1 = ",
               n_atoms + 1, " entries, got ", row_offsets.numel());
 }
+
+// The envsum inputs as both backends hand them to their kernels: checked, then made contiguous.
+struct EnvsumInputs {
+  at::Tensor z, r, pair_first, pair_second, row_offsets, mu, sigma;
+
+  // Runs device_check(tensor, name) on every input, then the device-independent checks above.
+  template <typename DeviceCheck>
+  static EnvsumInputs checked(const char* op, const at::Tensor& z, const at::Tensor& r,
+                              const at::Tensor& pair_first, const at::Tensor& pair_second,
+                              const at::Tensor& row_offsets, const at::Tensor& mu, const at::Tensor& sigma,
+                              double cutoff, DeviceCheck device_check) {
+    const std::pair<const at::Tensor*, const char*> all[] = {
+        {&z, "z"}, {&r, "r"}, {&pair_first, "pair_first"}, {&pair_second, "pair_second"},
+        {&row_offsets, "row_offsets"}, {&mu, "mu"}, {&sigma, "sigma"}};
+    for (const auto& [t, name] : all) device_check(*t, name);
+    check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+    check_row_offsets_length(row_offsets, z.size(0), op);
+    return {z.contiguous(),           r.contiguous(),  pair_first.contiguous(), pair_second.contiguous(),
+            row_offsets.contiguous(), mu.contiguous(), sigma.contiguous()};
+  }
+};
 
 // gaussian_envsum_backward's grad_env: z's dtype, shape (n_atoms, n_sensitivities, n_features).
 inline void check_grad_env(const char* op, const at::Tensor& grad_env, const at::Tensor& z, const at::Tensor& mu) {

@@ -87,28 +87,17 @@ std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cpu(const Tensor& R_in, const 
 // ---------------------------------------------------------------------------------------------------------
 // gaussian_envsum
 // ---------------------------------------------------------------------------------------------------------
-struct EnvsumInputs {
-  Tensor z, r, pair_first, pair_second, row_offsets, mu, sigma;
-};
+using checks::EnvsumInputs;
 
-// Validates the inputs shared by the forward and the backward; returns contiguous copies where needed.
+// Validates the inputs shared by the forward and the backward, index values included (this op reads them);
+// returns contiguous copies where needed.
 EnvsumInputs check_envsum_inputs(const char* op, const Tensor& z, const Tensor& r, const Tensor& pair_first,
                                  const Tensor& pair_second, const Tensor& row_offsets, const Tensor& mu,
                                  const Tensor& sigma, double cutoff) {
-  const std::pair<const Tensor*, const char*> all[] = {{&z, "z"},           {&r, "r"},
-                                                       {&pair_first, "pair_first"},
-                                                       {&pair_second, "pair_second"},
-                                                       {&row_offsets, "row_offsets"},
-                                                       {&mu, "mu"},
-                                                       {&sigma, "sigma"}};
-  for (const auto& [t, name] : all) check_cpu(*t, op, name);
-  checks::check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+  EnvsumInputs in = EnvsumInputs::checked(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff,
+                                          [op](const Tensor& t, const char* name) { check_cpu(t, op, name); });
   const int64_t n_atoms = z.size(0), n_pairs = r.numel();
-
-  EnvsumInputs in{z.contiguous(),        r.contiguous(),  pair_first.contiguous(), pair_second.contiguous(),
-                  row_offsets.contiguous(), mu.contiguous(), sigma.contiguous()};
   check_csr(in.row_offsets, n_pairs, op, "row_offsets", "pairs");
-  checks::check_row_offsets_length(in.row_offsets, n_atoms, op);
   const int64_t* ro = in.row_offsets.data_ptr<int64_t>();
   const int64_t* pf = in.pair_first.data_ptr<int64_t>();
   const int64_t* ps = in.pair_second.data_ptr<int64_t>();

@@ -120,29 +120,19 @@ std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cuda(const Tensor& R_in, const
 // ---------------------------------------------------------------------------------------------------------
 // gaussian_envsum
 // ---------------------------------------------------------------------------------------------------------
-struct EnvsumInputs {
-  Tensor z, r, pair_first, pair_second, row_offsets, mu, sigma;
-};
+using checks::EnvsumInputs;
 
+// Validates the inputs shared by the forward and the backward (index values are not read: that would sync).
 EnvsumInputs check_envsum_inputs(const char* op, const Tensor& z, const Tensor& r, const Tensor& pair_first,
                                  const Tensor& pair_second, const Tensor& row_offsets, const Tensor& mu,
                                  const Tensor& sigma, double cutoff) {
-  const std::pair<const Tensor*, const char*> all[] = {{&z, "z"},
-                                                       {&r, "r"},
-                                                       {&pair_first, "pair_first"},
-                                                       {&pair_second, "pair_second"},
-                                                       {&row_offsets, "row_offsets"},
-                                                       {&mu, "mu"},
-                                                       {&sigma, "sigma"}};
-  for (const auto& [t, name] : all) check_cuda(*t, z, op, name);
-  checks::check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+  EnvsumInputs in = EnvsumInputs::checked(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff,
+                                          [&z, op](const Tensor& t, const char* name) { check_cuda(t, z, op, name); });
   const int64_t n_atoms = z.size(0);
-  checks::check_row_offsets_length(row_offsets, n_atoms, op);
   TORCH_CHECK(mu.numel() <= cuda::kMaxSensitivities, "fastdipole.", op, ": at most ", cuda::kMaxSensitivities,
               " sensitivities on CUDA, got ", mu.numel());
   TORCH_CHECK(n_atoms <= kMaxAtoms, "fastdipole.", op, ": at most ", kMaxAtoms, " atoms on CUDA, got ", n_atoms);
-  return EnvsumInputs{z.contiguous(),           r.contiguous(),  pair_first.contiguous(), pair_second.contiguous(),
-                      row_offsets.contiguous(), mu.contiguous(), sigma.contiguous()};
+  return in;
 }
 
 template <typename T>
