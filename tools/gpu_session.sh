@@ -3,37 +3,40 @@
 # benchmarks. Run from the repository root on a machine with an NVIDIA GPU, torch with CUDA (e.g. torch
 # 2.11.0+cu130, Python 3.12), nvcc (13.0), CMake and ninja; no internet needed.
 #
-#   OUT=/some/dir tools/gpu_session.sh [STEP ...]
-#   STEP: env deps build compile tests sanitize bench   (default: all, in that order)
-# Each step logs to $OUT/<step>.log (default $OUT: build/gpu_session); a failing step does not stop the
-# later ones. $OUT/summary.txt gets one line per step: status, seconds. Exit status 0 iff every step ran
-# and passed. The per-command limit of a lent machine is 10 minutes: run the steps in two or three calls
-# if needed (e.g. "env deps build compile tests", then "sanitize bench"); a warm machine keeps the build.
+#   tools/gpu_session.sh [STEP ...]
+#   STEP: env deps build compile tests bench sanitize   (default: env deps build tests bench sanitize)
+# Each step logs to $LOGS/<step>.log (default build/gpu_session) and has a time limit (env STEP_TIMEOUT_<STEP>,
+# seconds); a failing step does not stop the later ones. $LOGS/summary.txt gets one line per step: status,
+# seconds. Exit status 0 iff every step ran and passed. Where $OUT is set (the device tool's folder of files
+# that come back, at most 8 of them), the logs are bundled into $OUT/gpu_session.tgz after every step (so a
+# call cut short still returns what finished), and summary.txt and gpu_bench.json are copied there too.
+# The whole default session is sized for one 10-minute call on an H100/H200 (about 6-8 minutes).
 #
 # Steps:
 #   env       nvidia-smi, python / torch / nvcc / cmake / ninja versions, compute-sanitizer location
 #   deps      pip install --no-index from $FASTDIPOLE_CARRY/wheels whatever of the list below is missing
 #   build     CUDA_HOME=... TORCH_CUDA_ARCH_LIST=<this GPU> pip install --no-build-isolation --no-deps -v .
 #             (timed; the build dir build/<wheel tag> is reused by later calls)
-#   compile   tools/check_cuda_compile.sh (every .cu standalone for sm_80 and sm_90, -Werror)
-#   tests     pytest tests/test_cuda_ops.py tests/test_cuda_compile.py (junit xml in $OUT)
-#   sanitize  compute-sanitizer --tool memcheck, racecheck, synccheck, initcheck on tools/cuda_smoke.py
-#             (PYTORCH_NO_CUDA_MEMORY_CACHING=1: every tensor its own allocation, exact bounds);
-#             memcheck, racecheck and synccheck must be clean, initcheck is reported only; each run is
-#             capped at $SANITIZE_TIMEOUT s (default 140)
-#   bench     python benchmarks/gpu.py --json $OUT/gpu_bench.json
+#   compile   tools/check_cuda_compile.sh (every .cu standalone for sm_80 and sm_90, -Werror; CI does this too)
+#   tests     pytest tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py (junit xml)
+#   bench     python benchmarks/gpu.py --json $LOGS/gpu_bench.json
+#   sanitize  compute-sanitizer --tool T for T in $SANITIZE_TOOLS (default: memcheck racecheck synccheck
+#             initcheck) on tools/cuda_smoke.py (PYTORCH_NO_CUDA_MEMORY_CACHING=1: every tensor its own
+#             allocation, exact bounds); memcheck, racecheck and synccheck must be clean, initcheck is reported
+#             only; each run is capped at $SANITIZE_TIMEOUT s (default 120)
 #
 # Carried files ($FASTDIPOLE_CARRY, default build/gpu_carry; made on a networked machine by
 # tools/prepare_gpu_carry.sh and passed to the device tool as carry=["build/gpu_carry"]):
-#   wheels/       scikit-build-core, pathspec, packaging, pybind11 (build); numpy, h5py, pytest, iniconfig,
-#                 pluggy, pygments (tests); hippynn==0.1.3, vesin-torch==0.6.2 (benchmark anchors)
+#   wheels/       whatever the GPU machine lacks of: scikit-build-core, pybind11 (build); numpy, h5py, pytest
+#                 (tests); hippynn==0.1.3, vesin-torch==0.6.2 (benchmark anchors)
 #   qm9_slice.h5  6,000 real QM9 molecules for the tests and benchmarks (FASTDIPOLE_QM9_H5 overrides)
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-OUT="${OUT:-$repo/build/gpu_session}"
-mkdir -p "$OUT"
+LOGS="${LOGS:-$repo/build/gpu_session}"
+mkdir -p "$LOGS"
+export PYTHONUNBUFFERED=1
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 carry="${FASTDIPOLE_CARRY:-$repo/build/gpu_carry}"
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
@@ -50,23 +53,45 @@ if [[ -z "${FASTDIPOLE_QM9_H5:-}" ]]; then
   fi
 fi
 
+declare -A DEFAULT_TIMEOUT=([env]=30 [deps]=60 [build]=300 [compile]=120 [tests]=150 [bench]=200 [sanitize]=260)
+set -m  # each background step gets its own process group, so a timeout can stop all of it
+
 steps=("$@")
-[[ ${#steps[@]} -eq 0 ]] && steps=(env deps build compile tests sanitize bench)
-summary="$OUT/summary.txt"
+[[ ${#steps[@]} -eq 0 ]] && steps=(env deps build tests bench sanitize)
+summary="$LOGS/summary.txt"
 overall=0
 
-run_step() {  # run_step NAME FUNCTION: times it, logs to $OUT/NAME.log, records the status
-  local name="$1" fn="$2" start end rc
+bundle() {  # copies what the device tool should bring back into $OUT (when set)
+  [[ -n "${OUT:-}" && -d "${OUT:-}" ]] || return 0
+  tar czf "$OUT/gpu_session.tgz" -C "$LOGS" . 2>/dev/null
+  cp -f "$summary" "$OUT/summary.txt" 2>/dev/null
+  [[ -f "$LOGS/gpu_bench.json" ]] && cp -f "$LOGS/gpu_bench.json" "$OUT/gpu_bench.json"
+  return 0
+}
+
+run_step() {  # run_step NAME: runs step_NAME in a subshell under its time limit, logs to $LOGS/NAME.log
+  local name="$1" start end rc limit var
+  var="STEP_TIMEOUT_${name^^}"
+  limit="${!var:-${DEFAULT_TIMEOUT[$name]}}"
   start=$(date +%s)
-  echo "=== $name ($(date '+%F %T'))"
-  "$fn" >"$OUT/$name.log" 2>&1
+  echo "=== $name ($(date '+%F %T'), limit ${limit} s)"
+  # setsid + kill of the process group: a step past its limit takes its children (nvcc, pytest) with it.
+  ( "step_$name" ) >"$LOGS/$name.log" 2>&1 &
+  local pid=$!
+  ( sleep "$limit"; kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null ) &
+  local watchdog=$!
+  wait "$pid"
   rc=$?
+  kill "$watchdog" 2>/dev/null
+  wait "$watchdog" 2>/dev/null
   end=$(date +%s)
   local status="PASS"
   [[ $rc -ne 0 ]] && status="FAIL(rc=$rc)" && overall=1
   [[ $rc -eq 77 ]] && status="SKIPPED" && overall=1
+  [[ $((end - start)) -ge $limit ]] && status="TIMEOUT(${limit}s)" && overall=1
   printf '%-9s %-14s %5d s\n' "$name" "$status" "$((end - start))" | tee -a "$summary"
-  tail -n 15 "$OUT/$name.log" | sed 's/^/    /'
+  tail -n 25 "$LOGS/$name.log" | cut -c1-300 | sed 's/^/    /'
+  bundle
 }
 
 sanitizer_bin() {
@@ -112,7 +137,7 @@ step_deps() {
     if [[ "$pkg" == ninja || "$pkg" == cmake ]]; then
       command -v "$pkg" >/dev/null && { echo "$pkg: using the system one"; continue; }
     fi
-    "$PYTHON" -m pip install --no-index --find-links "$carry/wheels" "$pkg" || {
+    "$PYTHON" -m pip install --no-index --no-deps --find-links "$carry/wheels" "$pkg" || {
       echo "could not install $pkg from $carry/wheels"
       [[ "$pkg" == hippynn || "$pkg" == vesin-torch ]] || rc=1  # anchors are optional
     }
@@ -139,20 +164,20 @@ step_compile() {
 }
 
 step_tests() {
-  "$PYTHON" -m pytest -v -ra --junitxml="$OUT/pytest_cuda.xml" -p no:cacheprovider \
-    tests/test_cuda_ops.py tests/test_cuda_compile.py
+  "$PYTHON" -m pytest -v -ra --durations=10 --junitxml="$LOGS/pytest_cuda.xml" -p no:cacheprovider \
+    tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py
 }
 
 step_sanitize() {
   local cs rc=0 tool
   cs="$(sanitizer_bin)" || { echo "compute-sanitizer not found"; return 77; }
   "$cs" --version | head -n 3
-  for tool in memcheck racecheck synccheck initcheck; do
+  for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
     echo "--- $tool"
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${SANITIZE_TIMEOUT:-140}" "$cs" --tool "$tool" --error-exitcode 66 \
-      --print-limit 40 "$PYTHON" tools/cuda_smoke.py >"$OUT/sanitize_$tool.log" 2>&1
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${SANITIZE_TIMEOUT:-120}" "$cs" --tool "$tool" --error-exitcode 66 \
+      --print-limit 40 "$PYTHON" tools/cuda_smoke.py >"$LOGS/sanitize_$tool.log" 2>&1
     local r=$?
-    tail -n 8 "$OUT/sanitize_$tool.log"
+    tail -n 8 "$LOGS/sanitize_$tool.log"
     echo "$tool exit code: $r"
     if [[ $r -ne 0 && $tool != initcheck ]]; then rc=1; fi
   done
@@ -160,15 +185,16 @@ step_sanitize() {
 }
 
 step_bench() {
-  "$PYTHON" benchmarks/gpu.py --json "$OUT/gpu_bench.json"
+  "$PYTHON" benchmarks/gpu.py --json "$LOGS/gpu_bench.json"
 }
 
 echo "# gpu_session $(date '+%F %T') steps: ${steps[*]}" >>"$summary"
 for s in "${steps[@]}"; do
   case "$s" in
-    env | deps | build | compile | tests | sanitize | bench) run_step "$s" "step_$s" ;;
+    env | deps | build | compile | tests | sanitize | bench) run_step "$s" ;;
     *) echo "unknown step '$s' (env deps build compile tests sanitize bench)" | tee -a "$summary"; overall=1 ;;
   esac
 done
+bundle
 echo "summary: $summary"
 exit $overall

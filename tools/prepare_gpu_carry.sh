@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Prepares build/gpu_carry/ (ignored by git) for tools/gpu_session.sh on an offline GPU machine
 # (CPython 3.12, x86_64, torch with CUDA already installed there):
-#   wheels/        the wheels below, downloaded with pip for CPython 3.12 / manylinux x86_64 (~30 MB)
+#   wheels/        the wheels below, downloaded with pip for CPython 3.12 / manylinux x86_64 (~3.5 MB)
 #   qm9_slice.h5   the first 6,000 molecules of the real QM9 file, same arrays and layout (~2 MB)
 #
-# Wheels (installed on the GPU machine with pip --no-index, only where missing):
-#   build:  scikit-build-core, pathspec, packaging, pybind11
-#   tests:  numpy, h5py, pytest, iniconfig, pluggy, pygments
-#   anchors for benchmarks/gpu.py: hippynn==0.1.3 (pure Python; its triton kernels use the triton that ships
-#           with CUDA torch wheels), vesin-torch==0.6.2 (one wheel with libraries for torch 2.3 ... 2.14)
+# Wheels (installed on the GPU machine with pip --no-index --no-deps, only where missing): the anchors of
+# benchmarks/gpu.py, hippynn==0.1.3 (pure Python; its triton kernels use the triton that ships with CUDA torch
+# wheels) and vesin-torch==0.6.2 (one wheel with libraries for torch 2.3 ... 2.14). The lent H200 image already
+# has torch, numpy, h5py, pytest, scikit-build-core, pybind11, cmake and ninja (device tool's KINDS.md); set
+# GPU_CARRY_EXTRA="numpy h5py pytest ..." to carry more for another machine.
 #
 # Usage: tools/prepare_gpu_carry.sh [PYTHON_VERSION=3.12]      (needs PyPI; run from anywhere)
 # Then, with the device tool: run(command="tools/gpu_session.sh", carry=["build/gpu_carry"])
@@ -25,8 +25,7 @@ mkdir -p "$carry/wheels"
 "$python" -m pip download --quiet --dest "$carry/wheels" --only-binary=:all: --no-deps \
   --python-version "$py_version" --implementation cp --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  scikit-build-core pathspec packaging pybind11 numpy h5py pytest iniconfig pluggy pygments \
-  hippynn==0.1.3 vesin-torch==0.6.2
+  hippynn==0.1.3 vesin-torch==0.6.2 ${GPU_CARRY_EXTRA:-}
 
 "$python" - "$qm9" "$carry/qm9_slice.h5" <<'EOF'
 """First 6,000 molecules of the QM9 file, every per-atom and per-molecule array, offsets rebased."""
