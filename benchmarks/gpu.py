@@ -265,18 +265,22 @@ def paper_loss(q_pred, q_true, mu_pred, mu_true):
     return L1 * charge + L2 * dipole
 
 
-def fastdipole_step(nf, batch, device, validate):
+def fastdipole_step(nf, batch, device, validate, compiled=False):
+    """One training step of fastdipole as `fastdipole train` runs it (fused Adam); compiled: the model under
+    torch.compile(dynamic=True) (its first steps compile: time them apart from the steady state)."""
     from fastdipole.nn import DipoleModel
+    from fastdipole.train.optim import make_optimizer
 
     Z, R, off, mu, q = batch
     torch.manual_seed(0)
     model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, kernels="kernels",
                                     validate_inputs=validate, dipole_origin="absolute", **SETTINGS).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model.parameters(), lr=1e-3)
+    forward = torch.compile(model, dynamic=True) if compiled else model
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(Z, R, off)
+        out = forward(Z, R, off)
         paper_loss(out.charges, q, out.magnitude, mu).backward()
         opt.step()
 
@@ -289,13 +293,14 @@ def hippynn_step(nf, batch, device, backend):
     from hippynn.networks.hipnn import Hipnn
 
     from fastdipole.ops import reference
+    from fastdipole.train.optim import make_optimizer
 
     custom_kernels.set_custom_kernels(backend)
     Z, R, off, mu, q = batch
     torch.manual_seed(0)
     net = Hipnn(n_features=nf, n_interaction_layers=2, possible_species=[0, 1, 6, 7, 8, 9], **SETTINGS).to(device)
     head = HCharge(net.feature_sizes).to(device)
-    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-3)
+    opt = make_optimizer([*net.parameters(), *head.parameters()], lr=1e-3)  # the same fused Adam as ours
     species = torch.tensor([1, 6, 7, 8, 9], device=device)
     z0 = (Z[:, None] == species[None, :]).float()
     first, second, _ = reference.neighbor_pairs(R, off, CUTOFF)  # precomputed: hippynn's pair finding is ~1%
@@ -322,22 +327,34 @@ def training_section(args, device: str) -> list[dict]:
              torch.tensor(q_np, dtype=torch.float32, device=device))
     repeats = 5 if args.quick else 50
     rows = []
+    variants = [
+        ("fastdipole_ms", lambda nf: fastdipole_step(nf, batch, device, validate=True)),
+        ("fastdipole_no_checks_ms", lambda nf: fastdipole_step(nf, batch, device, validate=False)),
+        ("fastdipole_compiled_ms", lambda nf: fastdipole_step(nf, batch, device, validate=False, compiled=True)),
+        ("hippynn_triton_ms", lambda nf: hippynn_step(nf, batch, device, "triton")),
+        ("hippynn_pytorch_ms", lambda nf: hippynn_step(nf, batch, device, "pytorch")),
+    ]
+    wanted = args.train_variants.split(",") if args.train_variants else [v[0] for v in variants]
     for nf in (128, 60):
-        row = {"n_features": nf, "atoms": len(R_np)}
-        for label, make in (
-            ("fastdipole_ms", lambda: fastdipole_step(nf, batch, device, validate=True)),
-            ("fastdipole_no_checks_ms", lambda: fastdipole_step(nf, batch, device, validate=False)),
-            ("hippynn_triton_ms", lambda: hippynn_step(nf, batch, device, "triton")),
-            ("hippynn_pytorch_ms", lambda: hippynn_step(nf, batch, device, "pytorch")),
-        ):
+        timed = {}
+        for label, make in variants:
+            if label not in wanted:
+                continue
+            row = {"n_features": nf, "atoms": len(R_np), "variant": label[:-3], "first_step_s": "-", "median_ms": "-"}
             try:
-                row[label] = wall_ms(make(), device, repeats=repeats, warmup=3)
+                t0 = time.perf_counter()
+                step = make(nf)
+                step()  # the first step compiles where anything compiles
+                sync(device)
+                row["first_step_s"] = time.perf_counter() - t0
+                row["median_ms"] = timed[label] = wall_ms(step, device, repeats=repeats, warmup=3)
             except Exception as err:  # hippynn or triton missing, ...
-                row[label] = f"error: {type(err).__name__}: {str(err)[:80]}"
-        for anchor in ("hippynn_triton_ms", "hippynn_pytorch_ms"):
-            if isinstance(row.get(anchor), float) and isinstance(row.get("fastdipole_ms"), float):
-                row[f"speedup_vs_{anchor[:-3]}"] = row[anchor] / row["fastdipole_ms"]
-        rows.append(row)
+                row["median_ms"] = f"error: {type(err).__name__}: {str(err)[:80]}"
+            rows.append(row)
+        for row in rows[-len([v for v in variants if v[0] in wanted]):]:
+            for anchor in ("hippynn_triton_ms", "hippynn_pytorch_ms"):
+                ok = anchor in timed and isinstance(row.get("median_ms"), float)
+                row[f"{anchor[:-3]}_over_this"] = timed[anchor] / row["median_ms"] if ok else "-"
     return rows
 
 
@@ -349,6 +366,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: harness check only")
     parser.add_argument("--sections", default="copy,neighbors,bandwidth,training")
+    parser.add_argument("--train-variants", default="", help="comma-separated subset of the training-step rows")
     args = parser.parse_args()
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():

@@ -156,7 +156,20 @@ step_build() {
   "$PYTHON" -m pip install --no-build-isolation --no-deps --no-index -v . || return 1
   end=$(date +%s)
   echo "build + install: $((end - start)) s"
-  (cd /tmp && "$PYTHON" -c "import torch, fastdipole._C as c; print('fastdipole._C', c.__file__, 'with_cuda', c.with_cuda); assert c.with_cuda")
+  echo "g++ -print-file-name=libstdc++.so: $(${CXX:-g++} -print-file-name=libstdc++.so 2>/dev/null)"
+  local so
+  so="$(cd /tmp && "$PYTHON" -c 'import fastdipole._C as c; print(c.__file__)' 2>/dev/null)"
+  [[ -n "$so" ]] && command -v nm >/dev/null &&
+    echo "libstdc++ symbols defined in _C (0 expected): $(nm -DC --defined-only "$so" | grep -c 'std::locale')"
+  (cd /tmp && "$PYTHON" -c "import torch, fastdipole._C as c; print('fastdipole._C', c.__file__, 'with_cuda', c.with_cuda); assert c.with_cuda") || return 1
+  # An error message with a number in it must come back as an exception (a static libstdc++ segfaulted here).
+  (cd /tmp && "$PYTHON" -c "
+import torch, fastdipole._C
+try:
+    torch.ops.fastdipole.neighbor_pairs(torch.zeros(4, 3), torch.tensor([0, 3, 2, 4]), 6.5)
+except RuntimeError as err:
+    print('error messages work:', str(err).splitlines()[0])
+")
 }
 
 step_compile() {
@@ -164,8 +177,15 @@ step_compile() {
 }
 
 step_tests() {
-  "$PYTHON" -m pytest -v -ra --durations=10 --junitxml="$LOGS/pytest_cuda.xml" -p no:cacheprovider \
-    tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py
+  # The CUDA tests, plus the CPU op, error-message and hippynn-parity tests: they catch build problems
+  # of this machine's toolchain that CI's cannot show (a statically linked libstdc++ crashed every error
+  # message here once). pytest-xdist spreads them over the cores where it is installed.
+  local parallel=()
+  "$PYTHON" -c "import xdist" 2>/dev/null && parallel=(-n 8)
+  "$PYTHON" -m pytest -v -ra --durations=10 --junitxml="$LOGS/pytest_cuda.xml" -p no:cacheprovider "${parallel[@]}" \
+    tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py tests/test_ops_neighbors.py \
+    tests/test_ops_envsum.py tests/test_ops_dipole.py tests/test_ops_compile.py tests/test_data_errors.py \
+    tests/test_nn_hippynn_parity.py
 }
 
 step_sanitize() {
