@@ -66,8 +66,9 @@ def test_cell_list_geometry_matches_brute_force_on_host(tmp_path):
         pytest.skip("no C++ compiler found")
     exe = tmp_path / "cell_grid_check"
     build = subprocess.run(
-        [cxx, "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", f"-I{REPO / 'csrc'}",
-         str(REPO / "tests" / "cuda_host" / "cell_grid_check.cpp"), "-o", str(exe)],
+        [cxx, "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror",
+         "-Wno-free-nonheap-object",  # GCC 13 false positive on std::vector at -O2 (seen on the GPU image)
+         f"-I{REPO / 'csrc'}", str(REPO / "tests" / "cuda_host" / "cell_grid_check.cpp"), "-o", str(exe)],
         capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
