@@ -100,6 +100,13 @@ class HIPNN(nn.Module):
         dtype = self.blocks[0][0].base_layer.int_weights.dtype
         return nn.functional.one_hot(column.clamp_min(0), len(self.species)).to(dtype)
 
+    def one_hot_unchecked(self, Z: Tensor) -> Tensor:
+        """:meth:`one_hot` for atomic numbers known to be species of the model (no host synchronisation)."""
+        column = self.species_lookup[Z.long().clamp(0, self.species_lookup.numel() - 1)]
+        dtype = self.blocks[0][0].base_layer.int_weights.dtype
+        classes = torch.arange(len(self.species), device=Z.device)
+        return (column[:, None] == classes[None, :]).to(dtype)  # F.one_hot may check its input on the host
+
     def pairs_and_distances(self, R: Tensor, offsets: Tensor) -> tuple[ops.Pairs, Tensor]:
         """Neighbour pairs within ``dist_hard_max`` and their distances (Angstrom, differentiable in R)."""
         pairs = ops.neighbor_pairs(R.detach(), offsets, self.dist_hard_max, backend=self.kernels)

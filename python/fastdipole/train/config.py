@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     kernels: str = "auto"
+    cuda_graphs: bool = False  # on a CUDA device: replay each padded batch size's step from a CUDA graph
     max_minutes: float | None = None
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. from `reproduce`)
 

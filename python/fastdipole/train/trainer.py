@@ -40,6 +40,7 @@ from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, set
 from .config import TrainConfig
 from .history import read_history, write_history
 from .loss import batch_loss
+from .graphed import GraphedTrainStep
 from .optim import make_optimizer
 
 CONFIG_FILE = "config.json"
@@ -50,7 +51,8 @@ BEST = "checkpoint_best.pt"
 SUMMARY_FILE = "summary.json"
 
 #: Settings that may change when a run is resumed (they do not change the function being trained).
-RESUMABLE_FIELDS = ("epochs", "max_minutes", "device", "threads", "kernels", "eval_batch_size", "out", "extra")
+RESUMABLE_FIELDS = ("epochs", "max_minutes", "device", "threads", "kernels", "cuda_graphs", "eval_batch_size", "out",
+                    "extra")
 
 
 class RunFolderError(FastDipoleError):
@@ -253,6 +255,12 @@ def train(
     )
     loader = BatchLoader(dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
                          dtype=dtype, charges=labels)
+    graphed_step = None
+    if config.cuda_graphs:
+        if device.type == "cuda":
+            graphed_step = GraphedTrainStep(model, config.charges)
+        else:
+            say(f"note: --cuda-graphs needs a CUDA device; training on {device} without them")
 
     start_epoch, best, best_epoch, stale = 0, math.inf, 0, 0
     history: list[dict] = []
@@ -299,7 +307,7 @@ def train(
                 break
             t_epoch = time.perf_counter()
             bar.set_description(f"epoch {epoch}/{config.epochs}")
-            train_terms = _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid)
+            train_terms = _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid, graphed_step)
 
             result = evaluate(model, dataset, split["valid"], config.eval_batch_size, device)
             valid = result.metrics
@@ -359,21 +367,28 @@ def train(
     return run_dir
 
 
-def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid) -> dict:
-    """One pass over the training split; returns molecule-weighted means of the loss terms."""
+def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid, graphed_step=None) -> dict:
+    """One pass over the training split; returns molecule-weighted means of the loss terms.
+
+    ``graphed_step`` (a :class:`GraphedTrainStep`, CUDA only) replaces the model's forward and backward by
+    CUDA graph replays; the data were validated when loaded, so its batches skip the model's input checks."""
     model.train()
     loader.set_epoch(epoch - 1)  # the shuffle of epoch k depends only on (seed, k): exact resume
     l2 = 0.0 if epoch <= config.charge_warmup_epochs else config.l2  # charge-only warm-up: no dipole term
     sums: dict[str, float] = {}
     weight = 0
     for batch in loader:
-        batch = batch.to(device)
-        out = model(batch.Z, batch.R, batch.offsets)
-        terms = batch_loss(out, batch, config.charges, config.l1, l2)
+        optimizer.zero_grad(set_to_none=True)
+        if graphed_step is not None:
+            terms = graphed_step(batch, config.l1, l2)  # leaves the gradients in p.grad
+        else:
+            batch = batch.to(device)
+            out = model(batch.Z, batch.R, batch.offsets)
+            terms = batch_loss(out, batch, config.charges, config.l1, l2)
         if not torch.isfinite(terms.total):
             raise TrainingError(f"loss became {float(terms.total.detach())} in epoch {epoch}; try a smaller --lr")
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        if graphed_step is None:
+            terms.total.backward()
         optimizer.step()
         n = batch.n_molecules
         weight += n

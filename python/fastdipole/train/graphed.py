@@ -1,0 +1,233 @@
+"""A training step replayed from CUDA graphs: forward and backward of the paper loss, one graph per batch size.
+
+On a GPU, a HIP-NN step on a QM9 batch is bound by the CPU launching ~200 small kernels, not by the GPU: a
+CUDA graph launches them all at once. Graphs need fixed shapes and no host synchronisation, so each batch is
+padded up to a size bucket (atoms, pairs and molecules rounded up to ``PadSteps``) and a graph is captured
+the first time a bucket is seen (a few buckets cover QM9's batches). The neighbour pairs are found outside
+the graph (their number is data-dependent), the loss takes means with per-entry weights that are zero on the
+padding (``weighted_paper_loss``), and the optimiser step runs outside as usual.
+
+Padding, chosen so that it changes nothing for the real atoms:
+  * pad atoms (at least ``min_pad_atoms``) are one extra molecule, placed on a line far from everything with
+    2 x cutoff between neighbours: the neighbour list finds no pair that involves them;
+  * pad pairs join pad atom a to pad atom a + 1 (further apart than the cutoff: zero sensitivity), spread
+    evenly over the pad atoms' rows so no row is long;
+  * extra molecules are empty; labels and loss weights of all padding are 0.
+
+``capture=False`` runs the same padded computation eagerly (the CPU tests compare it with the plain step).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from ..units import DEBYE_PER_E_ANGSTROM
+from .loss import LossTerms, weighted_paper_loss
+
+PAD_FAR_ANGSTROM = 1.0e4  # x coordinate of the first pad atom
+
+
+class PadSteps(NamedTuple):
+    """Bucket granularity: padded sizes are multiples of these."""
+
+    atoms: int = 256
+    pairs: int = 8192
+    molecules: int = 32
+
+
+def round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+class _AtomBuffers(NamedTuple):
+    """Device buffers of one (atoms, molecules) bucket: the graph reads them, each step refills them."""
+
+    Z: Tensor  # (N_pad,) int64
+    R: Tensor  # (N_pad, 3) Angstrom
+    offsets: Tensor  # (M_pad + 1,) int64
+    mu: Tensor  # (M_pad,) |mu| labels, e*Angstrom
+    charges: Tensor  # (N_pad,) charge labels, e
+    atom_w: Tensor  # (N_pad,) 1 / n_atoms on real atoms, 0 on padding
+    mol_w: Tensor  # (M_pad,) 1 / n_molecules on real molecules, 0 on padding
+
+
+class _PairBuffers(NamedTuple):
+    first: Tensor  # (P_pad,)
+    second: Tensor  # (P_pad,)
+    row_offsets: Tensor  # (N_pad + 1,)
+
+
+class _Graph(NamedTuple):
+    graph: torch.cuda.CUDAGraph | None
+    terms: LossTerms  # static outputs, valid right after a replay
+    grads: tuple  # static gradients, one per parameter (None where unused)
+
+
+class GraphedTrainStep:
+    """``step(batch, l1, l2) -> LossTerms``: computes the paper loss of a :class:`~fastdipole.data.Batch` (on
+    the CPU; it is padded and copied to the model's device) and leaves the gradients in ``p.grad`` of every
+    parameter of ``model``, ready for ``optimizer.step()``. The loss terms are only valid until the next call.
+
+    ``charge_mode``: as in :func:`~fastdipole.train.batch_loss` (``none`` drops the charge term).
+    Keeps at most ``max_graphs`` captured graphs (least recently used dropped first).
+    """
+
+    def __init__(self, model, charge_mode: str, steps: PadSteps = PadSteps(), min_pad_atoms: int = 64,
+                 max_graphs: int = 8, capture: bool | None = None):
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.device = self.params[0].device
+        self.dtype = self.params[0].dtype
+        self.use_charges = charge_mode != "none"
+        self.steps = steps
+        self.min_pad_atoms = max(int(min_pad_atoms), 2)
+        self.max_graphs = max_graphs
+        self.capture = (self.device.type == "cuda") if capture is None else capture
+        if self.capture and self.device.type != "cuda":
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        self.cutoff = float(model.hipnn.dist_hard_max)
+        self.pad_species = int(model.hipnn.species[0])
+        self._atoms: dict[tuple[int, int], _AtomBuffers] = {}
+        self._pairs: dict[tuple[int, int], _PairBuffers] = {}
+        self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self.captures = 0  # graphs captured so far (a test and the benchmark read it)
+        self.capture_error: str | None = None  # why capturing was given up, if it was
+
+    # ---- per step ---------------------------------------------------------------------------------
+    def __call__(self, batch, l1: float, l2: float) -> LossTerms:
+        n_atoms, n_mol = int(batch.Z.shape[0]), int(batch.offsets.shape[0]) - 1
+        n_pad_atoms = round_up(n_atoms + self.min_pad_atoms, self.steps.atoms)
+        n_pad_mol = round_up(n_mol + 1, self.steps.molecules)
+        atoms = self._atom_buffers(n_pad_atoms, n_pad_mol)
+        self._fill_atoms(atoms, batch, n_atoms, n_mol)
+
+        # Pairs of the padded batch = pairs of the real atoms (pad atoms are > cutoff from everything).
+        found = ops.neighbor_pairs(atoms.R, atoms.offsets, self.cutoff, backend=self.model.hipnn.kernels)
+        n_pairs = int(found.first.shape[0])
+        n_pad_pairs = round_up(n_pairs + 1, self.steps.pairs)
+        pairs = self._pair_buffers(n_pad_atoms, n_pad_pairs)
+        self._fill_pairs(pairs, found, n_atoms, n_pad_atoms, n_pairs, n_pad_pairs)
+
+        key = (n_pad_atoms, n_pad_pairs, n_pad_mol, float(l1), float(l2))
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._record(atoms, pairs, float(l1), float(l2))
+            if entry.graph is not None:
+                self._graphs[key] = entry
+                while len(self._graphs) > self.max_graphs:
+                    self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+            entry.graph.replay()
+        for p, g in zip(self.params, entry.grads):
+            p.grad = g
+        return entry.terms
+
+    # ---- buffers ----------------------------------------------------------------------------------
+    def _atom_buffers(self, n_pad_atoms: int, n_pad_mol: int) -> _AtomBuffers:
+        key = (n_pad_atoms, n_pad_mol)
+        if key not in self._atoms:
+            dev, dt = self.device, self.dtype
+            self._atoms[key] = _AtomBuffers(
+                Z=torch.zeros(n_pad_atoms, dtype=torch.long, device=dev),
+                R=torch.zeros((n_pad_atoms, 3), dtype=dt, device=dev),
+                offsets=torch.zeros(n_pad_mol + 1, dtype=torch.long, device=dev),
+                mu=torch.zeros(n_pad_mol, dtype=dt, device=dev),
+                charges=torch.zeros(n_pad_atoms, dtype=dt, device=dev),
+                atom_w=torch.zeros(n_pad_atoms, dtype=dt, device=dev),
+                mol_w=torch.zeros(n_pad_mol, dtype=dt, device=dev),
+            )
+        return self._atoms[key]
+
+    def _pair_buffers(self, n_pad_atoms: int, n_pad_pairs: int) -> _PairBuffers:
+        key = (n_pad_atoms, n_pad_pairs)
+        if key not in self._pairs:
+            dev = self.device
+            self._pairs[key] = _PairBuffers(
+                first=torch.zeros(n_pad_pairs, dtype=torch.long, device=dev),
+                second=torch.zeros(n_pad_pairs, dtype=torch.long, device=dev),
+                row_offsets=torch.zeros(n_pad_atoms + 1, dtype=torch.long, device=dev),
+            )
+        return self._pairs[key]
+
+    def _fill_atoms(self, buf: _AtomBuffers, batch, n_atoms: int, n_mol: int) -> None:
+        """Real atoms and molecules first, then the padding (built on the host, one copy per array)."""
+        n_pad_atoms, n_pad_mol = buf.Z.shape[0], buf.mu.shape[0]
+        n_extra = n_pad_atoms - n_atoms
+        dt = self.dtype
+        pad_x = PAD_FAR_ANGSTROM + 2.0 * self.cutoff * torch.arange(n_extra, dtype=torch.float64)
+        pad_R = torch.stack([pad_x, torch.zeros_like(pad_x), torch.zeros_like(pad_x)], dim=1)
+        Z = torch.cat([batch.Z.cpu().long(), torch.full((n_extra,), self.pad_species, dtype=torch.long)])
+        R = torch.cat([batch.R.cpu().to(dt), pad_R.to(dt)])
+        offsets = torch.cat([batch.offsets.cpu().long(),
+                             torch.full((n_pad_mol - n_mol,), n_pad_atoms, dtype=torch.long)])
+        mu = torch.zeros(n_pad_mol, dtype=dt)
+        mu[:n_mol] = batch.mu_debye.cpu().to(dt) / DEBYE_PER_E_ANGSTROM
+        charges = torch.zeros(n_pad_atoms, dtype=dt)
+        if self.use_charges:
+            if batch.charges is None:
+                raise ValueError("this step was built for a charge loss, but the batch has no charge labels")
+            charges[:n_atoms] = batch.charges.cpu().to(dt)
+        atom_w = torch.zeros(n_pad_atoms, dtype=dt)
+        atom_w[:n_atoms] = 1.0 / max(n_atoms, 1)
+        mol_w = torch.zeros(n_pad_mol, dtype=dt)
+        mol_w[:n_mol] = 1.0 / max(n_mol, 1)
+        for dst, src in zip(buf, (Z, R, offsets, mu, charges, atom_w, mol_w)):
+            dst.copy_(src)
+
+    def _fill_pairs(self, buf: _PairBuffers, found, n_atoms: int, n_pad_atoms: int, n_pairs: int,
+                    n_pad_pairs: int) -> None:
+        """Real pairs, then pad pairs a -> a + 1 among the pad atoms, spread evenly over their rows."""
+        n_extra, n_fill = n_pad_atoms - n_atoms, n_pad_pairs - n_pairs
+        counts = torch.full((n_extra,), n_fill // n_extra, dtype=torch.long)
+        counts[: n_fill % n_extra] += 1
+        pad_atom = torch.arange(n_extra, dtype=torch.long)
+        first = torch.repeat_interleave(n_atoms + pad_atom, counts)
+        second = torch.repeat_interleave(n_atoms + (pad_atom + 1) % n_extra, counts)
+        rows = n_pairs + torch.cumsum(counts, 0)  # row_offsets[n_atoms + 1 :]
+        buf.first[:n_pairs].copy_(found.first)
+        buf.first[n_pairs:].copy_(first)
+        buf.second[:n_pairs].copy_(found.second)
+        buf.second[n_pairs:].copy_(second)
+        buf.row_offsets[: n_atoms + 1].copy_(found.row_offsets[: n_atoms + 1])
+        buf.row_offsets[n_atoms + 1 :].copy_(rows)
+
+    # ---- graphs -----------------------------------------------------------------------------------
+    def _loss_and_grads(self, atoms: _AtomBuffers, pairs: _PairBuffers, l1: float, l2: float):
+        out = self.model.forward_from_pairs(atoms.Z, atoms.R, atoms.offsets, ops.Pairs(*pairs))
+        terms = weighted_paper_loss(out.charges, atoms.charges if self.use_charges else None, out.magnitude,
+                                    atoms.mu, atoms.atom_w, atoms.mol_w, l1, l2)
+        grads = torch.autograd.grad(terms.total, self.params, allow_unused=True)
+        return LossTerms(*(t.detach() if t is not None else None for t in terms)), grads
+
+    def _record(self, atoms: _AtomBuffers, pairs: _PairBuffers, l1: float, l2: float) -> _Graph:
+        """Captures the step for this bucket (after warm-up runs on a side stream, as CUDA graphs need), or
+        just runs it when not capturing. The inputs are already in the buffers: the result is this step's."""
+        if not self.capture:
+            return _Graph(None, *self._loss_and_grads(atoms, pairs, l1, l2))
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._loss_and_grads(atoms, pairs, l1, l2)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                terms, grads = self._loss_and_grads(atoms, pairs, l1, l2)
+        except RuntimeError as err:  # e.g. an op that synchronises with the host: train on, without graphs
+            warnings.warn(f"fastdipole: CUDA graph capture failed ({str(err).splitlines()[0]}); "
+                          "continuing without CUDA graphs", RuntimeWarning, stacklevel=3)
+            self.capture = False
+            self.capture_error = str(err)
+            torch.cuda.synchronize(self.device)
+            return _Graph(None, *self._loss_and_grads(atoms, pairs, l1, l2))
+        graph.replay()  # capture records without running: this step's numbers come from the first replay
+        self.captures += 1
+        return _Graph(graph, terms, grads)
