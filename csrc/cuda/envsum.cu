@@ -5,6 +5,8 @@
 // Per-element math comes from common/hipnn_math.h (shared with the CPU kernels), with 1/mu and
 // -0.5 sigma^2 hoisted exactly as the CPU kernels hoist them.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/device_utils.cuh"
 #include "cuda/launchers.h"
@@ -275,6 +277,152 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Backward pass 1, tiled (the default): as the kernel above, but with no global-memory latency in its inner
+// loops. Per tile of pairs and chunk of fc features, the block stages grad_env[i, :, chunk] and the senders'
+// features z[j, chunk] in shared memory (coalesced loads by all threads at once), then
+//   dS[k, v] += sum_f dE[v, f] z[j_k, f]   one thread per (pair, v), f in chunk order
+//   C[p, f]   = sum_v s[k, v] dE[v, f]     one thread per (pair, f), v in order (the same bits as above)
+// Rows of the staged tiles are padded to fc + 1 elements so the threads of a warp hit distinct banks.
+// Shared layout: j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile]
+//                | s, dS, dr, dmu, dsig [tile][S] | dE[S][fc + 1] | zt[tile][fc + 1]  (T)
+// ---------------------------------------------------------------------------------------------------------
+template <typename T>
+size_t tiled_shared_bytes(int64_t S, int tile, int fc) {
+  return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
+         sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * 5 + S * int64_t(fc + 1) + int64_t(tile) * (fc + 1));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMaxThreads) alone ptxas spilled
+    envsum_backward_tiled_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int tile, int fc,
+                                 T* __restrict__ C, T* __restrict__ grad_r, double* __restrict__ part_mu,
+                                 double* __restrict__ part_sigma) {
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  const int S = int(a.n_sens);
+  const int64_t F = a.n_features, N = a.n_atoms;
+  const int TS = tile * S;
+  const int ld = fc + 1;  // padded row length of the staged tiles
+
+  int64_t* j_sh = reinterpret_cast<int64_t*>(shared_raw);
+  double* gmu_sh = reinterpret_cast<double*>(shared_raw + sizeof(int64_t) * tile);
+  double* gsig_sh = gmu_sh + S;
+  T* t = reinterpret_cast<T*>(gsig_sh + S);
+  T* inv_mu_sh = t;
+  T* nhs2_sh = inv_mu_sh + S;
+  T* inv_r_sh = nhs2_sh + S;
+  T* cut_sh = inv_r_sh + tile;
+  T* dcut_sh = cut_sh + tile;
+  T* s_sh = dcut_sh + tile;
+
+  const int64_t i = blockIdx.x;
+  hoist_parameters(a, inv_mu_sh, nhs2_sh);
+  for (int v = threadIdx.x; v < S; v += blockDim.x) {  // owner thread of v: the same mapping below
+    gmu_sh[v] = 0.0;
+    gsig_sh[v] = 0.0;
+  }
+  int64_t begin, end;
+  detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
+
+  for (int64_t p0 = begin; p0 < end; p0 += tile) {
+    const int nk = int(min(int64_t(tile), end - p0));
+    __syncthreads();
+    stage_pairs(a, i, p0, nk, j_sh, inv_r_sh, cut_sh, dcut_sh, inv_mu_sh, nhs2_sh, s_sh);
+    // The rest of the layout, derived here so fewer pointers stay live across stage_pairs (no spills).
+    T* dS_sh = s_sh + TS;
+    T* dr_sh = dS_sh + TS;
+    T* dmu_sh = dr_sh + TS;
+    T* dsig_sh = dmu_sh + TS;
+    T* dE_sh = dsig_sh + TS;   // [S][ld]
+    T* zt_sh = dE_sh + S * ld;  // [tile][ld]
+
+    __syncthreads();  // stage_pairs done
+    // Per (pair, v): the derivatives of s (they need no grad_env), and dS zeroed; thread idx owns both.
+    for (int idx = threadIdx.x; idx < nk * S; idx += blockDim.x) {
+      const int k = idx / S, v = idx - k * S;
+      const T s = s_sh[idx];
+      T ds_dr = T(0), ds_dmu = T(0), ds_dsigma = T(0);
+      if (j_sh[k] >= 0 && s != T(0)) {
+        const T g = exp(gaussian_exponent(inv_r_sh[k], inv_mu_sh[v], nhs2_sh[v]));
+        sensitivity_gradients_inv_mu(inv_r_sh[k], inv_mu_sh[v], a.sigma[v], g, cut_sh[k], dcut_sh[k], ds_dr, ds_dmu,
+                                     ds_dsigma);
+      }
+      dS_sh[idx] = T(0);
+      dr_sh[idx] = ds_dr;
+      dmu_sh[idx] = ds_dmu;
+      dsig_sh[idx] = ds_dsigma;
+    }
+    for (int64_t f0 = 0; f0 < F; f0 += fc) {
+      const int nf = int(min(int64_t(fc), F - f0));
+      __syncthreads();  // pairs staged / previous chunk consumed
+      for (int e = threadIdx.x; e < S * nf; e += blockDim.x) {
+        const int v = e / nf, ff = e - v * nf;
+        dE_sh[v * ld + ff] = dE[(i * S + v) * F + f0 + ff];
+      }
+      for (int e = threadIdx.x; e < nk * nf; e += blockDim.x) {
+        const int k = e / nf, ff = e - k * nf;
+        const int64_t j = j_sh[k];
+        zt_sh[k * ld + ff] = (j >= 0) ? a.z[j * F + f0 + ff] : T(0);
+      }
+      __syncthreads();
+      // sensesum partials of this chunk (active terms only; the others stay 0 and are never read)
+      for (int idx = threadIdx.x; idx < nk * S; idx += blockDim.x) {
+        const int k = idx / S, v = idx - k * S;
+        if (j_sh[k] < 0 || s_sh[idx] == T(0)) continue;
+        const T* dEv = dE_sh + v * ld;
+        const T* zk = zt_sh + k * ld;
+        T acc = T(0);
+        for (int ff = 0; ff < nf; ++ff) acc += dEv[ff] * zk[ff];
+        dS_sh[idx] += acc;
+      }
+      // featsum terms C[p, f] of this chunk (C is null when grad_z is not wanted)
+      if (C != nullptr) {
+        T* C_tile = C + p0 * F + f0;
+        for (int e = threadIdx.x; e < nk * nf; e += blockDim.x) {
+          const int k = e / nf, ff = e - k * nf;
+          if (j_sh[k] < 0) continue;
+          const T* sk = s_sh + k * S;
+          const T* dEf = dE_sh + ff;
+          T c = T(0);
+#pragma unroll 1
+          for (int v = 0; v < S; ++v) {
+            const T s = sk[v];
+            if (s != T(0)) c += s * dEf[v * ld];
+          }
+          C_tile[k * F + ff] = c;
+        }
+      }
+    }
+    __syncthreads();
+
+    // grad_r[p] = sum_v dS ds_v/dr, v in order (as the CPU kernel); grad_r is null when not wanted.
+    for (int k = threadIdx.x; grad_r != nullptr && k < nk; k += blockDim.x) {
+      if (j_sh[k] < 0) continue;
+      T gr = T(0);
+      for (int v = 0; v < S; ++v) {
+        if (s_sh[k * S + v] != T(0)) gr += dS_sh[k * S + v] * dr_sh[k * S + v];
+      }
+      grad_r[p0 + k] = gr;
+    }
+    // grad_mu / grad_sigma partials of this atom, pairs in order, in double (as the CPU kernel).
+    for (int v = threadIdx.x; v < S; v += blockDim.x) {
+      double gm = gmu_sh[v], gs = gsig_sh[v];
+      for (int k = 0; k < nk; ++k) {
+        const int idx = k * S + v;
+        if (j_sh[k] < 0 || s_sh[idx] == T(0)) continue;
+        gm += double(dS_sh[idx]) * double(dmu_sh[idx]);
+        gs += double(dS_sh[idx]) * double(dsig_sh[idx]);
+      }
+      gmu_sh[v] = gm;
+      gsig_sh[v] = gs;
+    }
+  }
+  for (int v = threadIdx.x; v < S; v += blockDim.x) {
+    part_mu[v * N + i] = gmu_sh[v];
+    part_sigma[v * N + i] = gsig_sh[v];
+  }
+}
+
 // Backward pass 2 (featsum): grad_z[j, f] = sum of C[p, f] over the pairs p sent by j, in ascending p,
 // counting only pairs that pass 1 wrote (the same validity test).
 constexpr int kGroupTile = 256;
@@ -391,6 +539,38 @@ int backward_tile(const EnvsumArgs<T>& a, int threads) {
   return int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
 }
 
+// Launch plan of the tiled backward: threads, pairs per tile, features per chunk. The chunk is as wide as
+// possible (up to 64) while a tile still holds 16 pairs; false when even one pair and one feature do not fit
+// (then the warp kernel runs).
+struct TiledPlan {
+  int threads = 0, tile = 0, fc = 0;
+};
+
+template <typename T>
+bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
+  const int64_t S = a.n_sens, F = a.n_features;
+  TiledPlan best;
+  for (int fc = int(std::min<int64_t>(F, 64)); fc >= 1; fc /= 2) {
+    const size_t fixed = tiled_shared_bytes<T>(S, 0, fc);
+    const size_t per_pair = tiled_shared_bytes<T>(S, 1, fc) - fixed;
+    if (fixed + per_pair > kSharedBudget) continue;
+    const int tile = int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
+    if (tile > best.tile) best = TiledPlan{0, tile, fc};
+    if (tile >= 16) break;
+  }
+  if (best.tile < 1) return false;
+  best.threads = S * best.fc >= 1024 ? kMaxThreads : 128;
+  plan = best;
+  return true;
+}
+
+// FASTDIPOLE_CUDA_ENVSUM_BACKWARD=warp selects the first backward kernel (one warp reduction per (pair, v));
+// unset or "tiled": the tiled one. Benchmarks compare the two.
+inline bool use_warp_backward() {
+  const char* env = std::getenv("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
+  return env != nullptr && std::strcmp(env, "warp") == 0;
+}
+
 struct BackwardScratchLayout {
   size_t C = 0, part_mu = 0, part_sigma = 0, total = 0;
 };
@@ -466,12 +646,19 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   auto* part_mu = reinterpret_cast<double*>(base + layout.part_mu);
   auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
 
-  const int threads = backward_threads(a);
-  const int tile = backward_tile(a, threads);
-  if (tile < 1) return cudaErrorInvalidValue;
-  const size_t shared = backward_shared_bytes<T>(S, tile, threads / kWarp);
-  envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(
-      a, grad_env, tile, grad_z != nullptr ? C : nullptr, grad_r, part_mu, part_sigma);
+  TiledPlan plan;
+  if (!use_warp_backward() && tiled_plan(a, plan)) {
+    const size_t shared = tiled_shared_bytes<T>(S, plan.tile, plan.fc);
+    envsum_backward_tiled_kernel<T><<<unsigned(N), plan.threads, shared, stream>>>(
+        a, grad_env, plan.tile, plan.fc, grad_z != nullptr ? C : nullptr, grad_r, part_mu, part_sigma);
+  } else {
+    const int threads = backward_threads(a);
+    const int tile = backward_tile(a, threads);
+    if (tile < 1) return cudaErrorInvalidValue;
+    const size_t shared = backward_shared_bytes<T>(S, tile, threads / kWarp);
+    envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(
+        a, grad_env, tile, grad_z != nullptr ? C : nullptr, grad_r, part_mu, part_sigma);
+  }
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
 
   if (grad_z != nullptr) {
