@@ -29,7 +29,9 @@ inline size_t align8(size_t bytes) { return (bytes + 7) / 8 * 8; }
 // Forward. Block (i, y): receiving atom i; thread task t = y * blockDim + threadIdx owns feature f = t % F
 // and sensitivities [g * VT, g * VT + VT) with g = t / F, accumulating them in registers. The
 // sensitivities of a tile of pairs are computed once per block into shared memory.
-// Shared layout: j[tile] int64 | inv_mu[S] | nhs2[S] | inv_r[tile] | cut[tile] | s[tile][S]  (T arrays)
+// When it fits (zt_F = F), the senders' features z[j_k, :] of the tile are staged in shared memory too, by
+// all threads at once, so the loop over pairs reads no global memory (zt_F = 0: read from global).
+// Shared layout: j[tile] int64 | inv_mu[S] | nhs2[S] | inv_r[tile] | cut[tile] | s[tile][S] | zt[tile][zt_F]
 // ---------------------------------------------------------------------------------------------------------
 template <typename T>
 struct ForwardShared {
@@ -39,11 +41,12 @@ struct ForwardShared {
   T* inv_r;
   T* cut;
   T* s;
+  T* zt;
 };
 
 template <typename T>
-size_t forward_shared_bytes(int64_t S, int tile) {
-  return sizeof(int64_t) * tile + sizeof(T) * size_t(2 * S + 2 * tile + int64_t(tile) * S);
+size_t forward_shared_bytes(int64_t S, int tile, int64_t zt_F) {
+  return sizeof(int64_t) * tile + sizeof(T) * size_t(2 * S + 2 * tile + int64_t(tile) * S + int64_t(tile) * zt_F);
 }
 
 template <typename T>
@@ -56,6 +59,7 @@ __device__ __forceinline__ ForwardShared<T> forward_shared(unsigned char* base, 
   sh.inv_r = t + 2 * S;
   sh.cut = t + 2 * S + tile;
   sh.s = t + 2 * S + 2 * tile;
+  sh.zt = sh.s + int64_t(tile) * S;
   return sh;
 }
 
@@ -102,8 +106,8 @@ __device__ __forceinline__ void hoist_parameters(const EnvsumArgs<T>& a, T* inv_
 }
 
 template <typename T, int VT>
-__global__ void __launch_bounds__(kMaxThreads)
-    envsum_forward_kernel(const EnvsumArgs<T> a, int n_groups, int tile, T* __restrict__ env) {
+__global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas spilled (sm_90, double, VT 4)
+    envsum_forward_kernel(const EnvsumArgs<T> a, int n_groups, int tile, bool stage_z, T* __restrict__ env) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int64_t S = a.n_sens, F = a.n_features;
   ForwardShared<T> sh = forward_shared<T>(shared_raw, S, tile);
@@ -125,12 +129,20 @@ __global__ void __launch_bounds__(kMaxThreads)
     const int nk = int(min(int64_t(tile), end - p0));
     __syncthreads();  // previous tile consumed (and parameters hoisted)
     stage_pairs(a, i, p0, nk, sh.j, sh.inv_r, sh.cut, static_cast<T*>(nullptr), sh.inv_mu, sh.nhs2, sh.s);
+    if (stage_z) {  // j of the tile is visible here (stage_pairs synchronised after writing it)
+      const int nz = nk * int(F);
+      for (int e = threadIdx.x; e < nz; e += blockDim.x) {
+        const int k = e / int(F);
+        const int64_t j = sh.j[k];
+        sh.zt[e] = (j >= 0) ? a.z[j * F + (e - k * int(F))] : T(0);
+      }
+    }
     __syncthreads();
     if (active) {
       for (int k = 0; k < nk; ++k) {
         const int64_t j = sh.j[k];
         if (j < 0) continue;
-        const T zj = a.z[j * F + f];
+        const T zj = stage_z ? sh.zt[k * F + f] : a.z[j * F + f];
         const T* sk = sh.s + int64_t(k) * S + v0;
 #pragma unroll
         for (int u = 0; u < VT; ++u) {
@@ -513,13 +525,23 @@ cudaError_t launch_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) 
   const int threads = int(std::min<int64_t>(kMaxThreads, round_up(n_tasks, kWarp)));
   const int64_t blocks_y = ceil_div(n_tasks, threads);
   if (blocks_y > detail::kMaxGridY || a.n_atoms > detail::kMaxGridX) return cudaErrorInvalidValue;
-  const size_t fixed = forward_shared_bytes<T>(S, 0);
-  const size_t per_pair = forward_shared_bytes<T>(S, 1) - fixed;
-  if (fixed + per_pair > kSharedBudget) return cudaErrorInvalidValue;
-  const int tile = int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
-  const size_t shared = forward_shared_bytes<T>(S, tile);
+  // Stage the senders' features when a tile of at least 8 pairs (or the whole row budget) still fits.
+  auto plan_tile = [&](int64_t zt_F) -> int {
+    const size_t fixed = forward_shared_bytes<T>(S, 0, zt_F);
+    const size_t per_pair = forward_shared_bytes<T>(S, 1, zt_F) - fixed;
+    if (fixed + per_pair > kSharedBudget) return 0;
+    return int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
+  };
+  int64_t zt_F = F;
+  int tile = plan_tile(zt_F);
+  if (tile < 8 || F > int64_t(1) << 20) {
+    zt_F = 0;
+    tile = plan_tile(0);
+  }
+  if (tile < 1) return cudaErrorInvalidValue;
+  const size_t shared = forward_shared_bytes<T>(S, tile, zt_F);
   const dim3 grid(unsigned(a.n_atoms), unsigned(blocks_y));
-  envsum_forward_kernel<T, VT><<<grid, threads, shared, stream>>>(a, n_groups, tile, env);
+  envsum_forward_kernel<T, VT><<<grid, threads, shared, stream>>>(a, n_groups, tile, zt_F > 0, env);
   return cudaGetLastError();
 }
 

@@ -381,8 +381,9 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "neighbor pairs %.1f s\n", lap());
   // Envsum on the first small molecules only (the emulator runs one fiber per CUDA thread: keep it small);
   // {n_sens, n_features, atom budget}: the QM9 layer, the one-hot layer, F = 1, many sensitivities (the
-  // 4-warp backward), more features than threads (several features per thread, featsum chunks).
-  const int64_t shapes[][3] = {{20, 32, 120}, {5, 3, 120}, {3, 1, 120}, {70, 40, 40}, {7, 300, 30}};
+  // 4-warp backward; small tiles: rows span several), more features than threads (several features per
+  // thread, featsum chunks), and so many features that the float64 forward cannot stage them (global reads).
+  const int64_t shapes[][3] = {{20, 32, 120}, {5, 3, 120}, {3, 1, 120}, {70, 40, 40}, {7, 300, 30}, {3, 900, 12}};
   for (const auto& s : shapes) {
     Molecules small;
     small.offsets.push_back(0);
