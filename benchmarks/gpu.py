@@ -7,10 +7,12 @@ Sections (each runs on its own; a failing or unavailable one is reported and ski
      (if importable) on a batch of real QM9 molecules (vesin sees them spread in one non-periodic box)
      and on single random molecules at liquid density (0.1 atoms / Angstrom^3);
   3. kernel bandwidth: each CUDA kernel's useful bytes (inputs read once + outputs written once) per
-     second as a fraction of the measured copy bandwidth;
-  4. training step (forward + backward + Adam, paper loss, 128 QM9 molecules, 2 interaction x 3 atom
-     layers, 20 sensitivities, nf 128 and 60): fastdipole with its CUDA kernels vs hippynn 0.1.3 with its
-     triton kernels (and its pytorch kernels), if hippynn is importable.
+     second as a fraction of the measured copy bandwidth (the envsum backward twice: the default tiled
+     kernel and the first one, "[warp]");
+  4. training step (forward + backward + fused Adam, paper loss, 128 QM9 molecules, 2 interaction x 3 atom
+     layers, 20 sensitivities, nf 128 and 60): fastdipole with its CUDA kernels (eager with and without
+     input checks, with --cuda-graphs; torch.compile with --train-variants all) vs hippynn 0.1.3 with its
+     triton kernels (and its pytorch kernels), if hippynn is importable. Both sides use the same fused Adam.
 Times are medians (CUDA events for single kernels, wall clock with synchronisation for whole ops/steps).
 Prints markdown tables and writes everything to --json.
 
@@ -205,6 +207,23 @@ def neighbor_section(args, device: str, fd) -> list[dict]:
     return rows
 
 
+def with_env(fn, **env):
+    """fn run with environment variables set (the CUDA launchers read some per call), restored after."""
+    def run():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 3. kernel bandwidth
 # ---------------------------------------------------------------------------------------------------------
@@ -237,10 +256,11 @@ def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
             cases.append((f"gaussian_envsum S={S} F={F}",
                           lambda z=z, mu=mu, sigma=sigma: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF),
                           fwd_bytes))
-            cases.append((f"gaussian_envsum_backward S={S} F={F}",
-                          lambda z=z, mu=mu, sigma=sigma, g=grad_env: fd.gaussian_envsum_backward(
-                              g, z, r, first, second, row, mu, sigma, CUTOFF),
-                          bwd_bytes))
+            backward = (lambda z=z, mu=mu, sigma=sigma, g=grad_env: fd.gaussian_envsum_backward(
+                g, z, r, first, second, row, mu, sigma, CUTOFF))
+            cases.append((f"gaussian_envsum_backward S={S} F={F}", backward, bwd_bytes))
+            cases.append((f"gaussian_envsum_backward[warp] S={S} F={F}", with_env(
+                backward, FASTDIPOLE_CUDA_ENVSUM_BACKWARD="warp"), bwd_bytes))
         grad_mu = torch.randn((M, 3), dtype=dtype, device=device)
         cases.append(("segmented_dipole", lambda: fd.segmented_dipole(q, R, off), es * (4 * N + 3 * M) + 8 * (M + 1)))
         cases.append(("segmented_dipole_backward", lambda: fd.segmented_dipole_backward(grad_mu, q, R, off),
@@ -360,7 +380,8 @@ def training_section(args, device: str) -> list[dict]:
         ("hippynn_triton_ms", lambda nf: hippynn_step(nf, batch, device, "triton")),
         ("hippynn_pytorch_ms", lambda nf: hippynn_step(nf, batch, device, "pytorch")),
     ]
-    wanted = args.train_variants.split(",") if args.train_variants else [v[0] for v in variants]
+    wanted = [f"{v}_ms" for v in args.train_variants.split(",")] if args.train_variants != "all" else [
+        v[0] for v in variants]
     for nf in (128, 60):
         timed = {}
         for label, make in variants:
@@ -392,7 +413,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: harness check only")
     parser.add_argument("--sections", default="copy,neighbors,bandwidth,training")
-    parser.add_argument("--train-variants", default="", help="comma-separated subset of the training-step rows")
+    parser.add_argument("--train-variants", default="fastdipole,fastdipole_no_checks,fastdipole_cuda_graphs,"
+                        "hippynn_triton,hippynn_pytorch",
+                        help="training-step rows to run, comma-separated, or 'all' (adds fastdipole_compiled: "
+                             "torch.compile, about a minute of compiling)")
     args = parser.parse_args()
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():

@@ -18,8 +18,9 @@
 #   build     CUDA_HOME=... TORCH_CUDA_ARCH_LIST=<this GPU> pip install --no-build-isolation --no-deps -v .
 #             (timed; the build dir build/<wheel tag> is reused by later calls)
 #   compile   tools/check_cuda_compile.sh (every .cu standalone for sm_80 and sm_90, -Werror; CI does this too)
-#   tests     pytest tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py (junit xml)
-#   bench     python benchmarks/gpu.py --json $LOGS/gpu_bench.json
+#   tests     pytest: the CUDA tests, the CPU op / error / hippynn-parity tests (junit xml; -n 8 with xdist)
+#   bench     python benchmarks/gpu.py --json $LOGS/gpu_bench.json, then benchmarks/gpu_profile.py (per-kernel
+#             times, to gpu_profile.log)
 #   sanitize  compute-sanitizer --tool T for T in $SANITIZE_TOOLS (default: memcheck racecheck synccheck
 #             initcheck) on tools/cuda_smoke.py (PYTORCH_NO_CUDA_MEMORY_CACHING=1: every tensor its own
 #             allocation, exact bounds); memcheck, racecheck and synccheck must be clean, initcheck is reported
@@ -184,8 +185,7 @@ step_tests() {
   "$PYTHON" -c "import xdist" 2>/dev/null && parallel=(-n 8)
   "$PYTHON" -m pytest -v -ra --durations=10 --junitxml="$LOGS/pytest_cuda.xml" -p no:cacheprovider "${parallel[@]}" \
     tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py tests/test_ops_neighbors.py \
-    tests/test_ops_envsum.py tests/test_ops_dipole.py tests/test_ops_compile.py tests/test_data_errors.py \
-    tests/test_nn_hippynn_parity.py
+    tests/test_ops_envsum.py tests/test_ops_dipole.py tests/test_data_errors.py tests/test_nn_hippynn_parity.py
 }
 
 step_sanitize() {
@@ -205,7 +205,8 @@ step_sanitize() {
 }
 
 step_bench() {
-  "$PYTHON" benchmarks/gpu.py --json "$LOGS/gpu_bench.json"
+  "$PYTHON" benchmarks/gpu.py --json "$LOGS/gpu_bench.json" || return 1
+  "$PYTHON" benchmarks/gpu_profile.py >"$LOGS/gpu_profile.log" 2>&1 || echo "gpu_profile.py failed (see gpu_profile.log)"
 }
 
 echo "# gpu_session $(date '+%F %T') steps: ${steps[*]}" >>"$summary"
