@@ -206,6 +206,15 @@ step_sanitize() {
 
 step_bench() {
   "$PYTHON" benchmarks/gpu.py --json "$LOGS/gpu_bench.json" || return 1
+  # Whole epochs of `fastdipole train` (QM9 file of the session, defaults: nf 60, batch 128), eager vs graphs.
+  local flag
+  for flag in --no-cuda-graphs --cuda-graphs; do
+    rm -rf "/tmp/fd_epochs$flag"
+    "$PYTHON" -m fastdipole.cli train --data "$FASTDIPOLE_QM9_H5" --out "/tmp/fd_epochs$flag" --epochs 4 \
+      --device cuda --no-progress "$flag" >"$LOGS/train$flag.log" 2>&1 || { echo "train $flag failed"; continue; }
+    "$PYTHON" -c "import csv,sys; rows=list(csv.DictReader(open(sys.argv[1]))); print(sys.argv[2], 'epoch seconds:', [round(float(r['epoch_seconds']), 3) for r in rows])" \
+      "/tmp/fd_epochs$flag/metrics.csv" "$flag"
+  done
   "$PYTHON" benchmarks/gpu_profile.py >"$LOGS/gpu_profile.log" 2>&1 || echo "gpu_profile.py failed (see gpu_profile.log)"
 }
 
