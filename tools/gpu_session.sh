@@ -5,6 +5,7 @@
 #
 #   tools/gpu_session.sh [STEP ...]
 #   STEP: env deps build compile tests bench sanitize   (default: env deps build tests bench sanitize)
+# Env knobs: TEST_FILES (tests step), BENCH_ARGS (gpu.py arguments), SANITIZE_TOOLS, STEP_TIMEOUT_<STEP>.
 # Each step logs to $LOGS/<step>.log (default build/gpu_session) and has a time limit (env STEP_TIMEOUT_<STEP>,
 # seconds); a failing step does not stop the later ones. $LOGS/summary.txt gets one line per step: status,
 # seconds. Exit status 0 iff every step ran and passed. Where $OUT is set (the device tool's folder of files
@@ -183,9 +184,12 @@ step_tests() {
   # message here once). pytest-xdist spreads them over the cores where it is installed.
   local parallel=()
   "$PYTHON" -c "import xdist" 2>/dev/null && parallel=(-n 8)
+  local files=(tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py tests/test_ops_neighbors.py
+    tests/test_ops_envsum.py tests/test_ops_dipole.py tests/test_data_errors.py tests/test_nn_hippynn_parity.py)
+  # shellcheck disable=SC2206  # TEST_FILES: another list of test files, space-separated
+  [[ -n "${TEST_FILES:-}" ]] && files=(${TEST_FILES})
   "$PYTHON" -m pytest -v -ra --durations=10 --junitxml="$LOGS/pytest_cuda.xml" -p no:cacheprovider "${parallel[@]}" \
-    tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py tests/test_ops_neighbors.py \
-    tests/test_ops_envsum.py tests/test_ops_dipole.py tests/test_data_errors.py tests/test_nn_hippynn_parity.py
+    "${files[@]}"
 }
 
 step_sanitize() {
@@ -205,7 +209,8 @@ step_sanitize() {
 }
 
 step_bench() {
-  "$PYTHON" benchmarks/gpu.py --json "$LOGS/gpu_bench.json" || return 1
+  # shellcheck disable=SC2086  # BENCH_ARGS: extra gpu.py arguments, e.g. "--sections copy,bandwidth"
+  "$PYTHON" benchmarks/gpu.py --json "$LOGS/gpu_bench.json" ${BENCH_ARGS:-} || return 1
   # Whole epochs of `fastdipole train` (QM9 file of the session, defaults: nf 60, batch 128), eager vs graphs.
   local flag
   for flag in --no-cuda-graphs --cuda-graphs; do
