@@ -112,3 +112,38 @@ def test_cuda_graphs_flag_on_cpu_trains_without_graphs(qm9_h5_path, tmp_path):
     assert result.exit_code == 0, result.output
     assert "--cuda-graphs needs a CUDA device" in result.output
     assert [r["epoch"] for r in read_history(tmp_path / "run")] == [1]
+
+
+def test_gradients_come_in_the_parameters_layout_and_adam_steps(qm9_300):
+    """autograd.grad hands int_weights' gradient back transposed; the step must give each parameter a gradient
+    with its own strides (fused Adam on CUDA refuses anything else: the bug a GPU run found)."""
+    from fastdipole.train.optim import make_optimizer
+
+    loader = BatchLoader(qm9_300, torch.arange(100).numpy(), batch_size=50, shuffle=False)
+    model = DipoleModel.from_config(n_features=16, n_interaction_layers=2, kernels="kernels")
+    opt = make_optimizer(model.parameters(), 1e-3)
+    step = GraphedTrainStep(model, "mulliken", capture=False)
+    before = [p.detach().clone() for p in model.parameters()]
+    for batch in loader:
+        opt.zero_grad(set_to_none=True)
+        step(batch, 0.04, 0.96)
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.stride() == p.stride(), name
+        opt.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_same_step_check_catches_a_wrong_gradient(qm9_300):
+    from fastdipole.train.graphed import _Graph, _same_step
+
+    loader = BatchLoader(qm9_300, torch.arange(60).numpy(), batch_size=60, shuffle=False, dtype=torch.float64)
+    model = model64()
+    step = GraphedTrainStep(model, "mulliken", capture=False)
+    batch = next(iter(loader))
+    a = _Graph(None, step(batch, 0.04, 0.96), tuple(p.grad.clone() for p in model.parameters()))
+    b = _Graph(None, step(batch, 0.04, 0.96), tuple(p.grad.clone() for p in model.parameters()))
+    assert _same_step(a, b)
+    wrong = list(b.grads)
+    wrong[3] = wrong[3] * 1.01
+    assert not _same_step(a, _Graph(None, b.terms, tuple(wrong)))
+    assert not _same_step(a, _Graph(None, b.terms._replace(total=b.terms.total + 1e-2), b.grads))

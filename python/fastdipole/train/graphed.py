@@ -15,6 +15,10 @@ Padding, chosen so that it changes nothing for the real atoms:
   * extra molecules are empty; labels and loss weights of all padding are 0.
 
 ``capture=False`` runs the same padded computation eagerly (the CPU tests compare it with the plain step).
+
+Safety net: a captured step is compared with an eager run of the same batch twice, right after capture (the
+warm-up's batch) and at its first replay on a new batch (new data in the buffers). Any disagreement, or a
+capture that fails, turns graphs off with a warning and the training goes on eagerly: never a wrong step.
 """
 
 from __future__ import annotations
@@ -63,10 +67,14 @@ class _PairBuffers(NamedTuple):
     row_offsets: Tensor  # (N_pad + 1,)
 
 
-class _Graph(NamedTuple):
-    graph: torch.cuda.CUDAGraph | None
-    terms: LossTerms  # static outputs, valid right after a replay
-    grads: tuple  # static gradients, one per parameter (None where unused)
+class _Graph:
+    """A captured step: its static outputs are valid right after a replay."""
+
+    def __init__(self, graph, terms: LossTerms, grads: tuple, checks_left: int = 0):
+        self.graph = graph  # torch.cuda.CUDAGraph, or None for an eager result
+        self.terms = terms
+        self.grads = grads  # one per parameter, in the parameter's own layout (None where unused)
+        self.checks_left = checks_left  # replays still to compare with an eager run
 
 
 class GraphedTrainStep:
@@ -125,9 +133,22 @@ class GraphedTrainStep:
         else:
             self._graphs.move_to_end(key)
             entry.graph.replay()
+            if entry.checks_left > 0:  # the first replay on new data: does the graph still agree with eager?
+                entry.checks_left -= 1
+                eager = _Graph(None, *self._loss_and_grads(atoms, pairs, float(l1), float(l2)))
+                if not _same_step(entry, eager):
+                    self._give_up("a replay disagreed with the eager step on the same batch")
+                    entry = eager
         for p, g in zip(self.params, entry.grads):
             p.grad = g
         return entry.terms
+
+    def _give_up(self, why: str) -> None:
+        """Stop using CUDA graphs (the steps run eagerly from now on), with a warning saying why."""
+        warnings.warn(f"fastdipole: {why}; continuing without CUDA graphs", RuntimeWarning, stacklevel=3)
+        self.capture = False
+        self.capture_error = why
+        self._graphs.clear()
 
     # ---- buffers ----------------------------------------------------------------------------------
     def _atom_buffers(self, n_pad_atoms: int, n_pad_mol: int) -> _AtomBuffers:
@@ -204,6 +225,10 @@ class GraphedTrainStep:
         terms = weighted_paper_loss(out.charges, atoms.charges if self.use_charges else None, out.magnitude,
                                     atoms.mu, atoms.atom_w, atoms.mol_w, l1, l2)
         grads = torch.autograd.grad(terms.total, self.params, allow_unused=True)
+        # autograd.grad returns gradients in whatever layout backward made (int_weights' comes transposed);
+        # .backward() would have copied them into the parameter's layout, and fused Adam on CUDA needs that.
+        grads = tuple(g if g is None or g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+                      for p, g in zip(self.params, grads))
         return LossTerms(*(t.detach() if t is not None else None for t in terms)), grads
 
     def _record(self, atoms: _AtomBuffers, pairs: _PairBuffers, l1: float, l2: float) -> _Graph:
@@ -215,19 +240,32 @@ class GraphedTrainStep:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._loss_and_grads(atoms, pairs, l1, l2)
+                eager = _Graph(None, *self._loss_and_grads(atoms, pairs, l1, l2))
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 terms, grads = self._loss_and_grads(atoms, pairs, l1, l2)
         except RuntimeError as err:  # e.g. an op that synchronises with the host: train on, without graphs
-            warnings.warn(f"fastdipole: CUDA graph capture failed ({str(err).splitlines()[0]}); "
-                          "continuing without CUDA graphs", RuntimeWarning, stacklevel=3)
-            self.capture = False
-            self.capture_error = str(err)
             torch.cuda.synchronize(self.device)
+            self._give_up(f"CUDA graph capture failed ({str(err).splitlines()[0]})")
             return _Graph(None, *self._loss_and_grads(atoms, pairs, l1, l2))
         graph.replay()  # capture records without running: this step's numbers come from the first replay
         self.captures += 1
-        return _Graph(graph, terms, grads)
+        entry = _Graph(graph, terms, grads, checks_left=1)
+        if not _same_step(entry, eager):  # the warm-up ran eagerly on the same inputs
+            self._give_up("the captured step disagreed with the eager step on the same batch")
+            return eager
+        return entry
+
+
+def _same_step(a: _Graph, b: _Graph, rtol: float = 1e-3) -> bool:
+    """Whether two results of one step agree: loss terms and gradients to float32 rounding of the sums."""
+    for x, y in [*zip(a.terms, b.terms), *zip(a.grads, b.grads)]:
+        if (x is None) != (y is None):
+            return False
+        if x is not None:
+            scale = float(y.detach().abs().max()) if y.numel() else 0.0
+            if not torch.allclose(x, y, rtol=rtol, atol=rtol * max(scale, 1e-6), equal_nan=False):
+                return False
+    return True
