@@ -183,3 +183,11 @@ def test_checkpoint_write_is_atomic(monkeypatch, tmp_path):
     assert path.read_bytes() == before  # the previous checkpoint is intact...
     assert load_checkpoint(path)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pt"]  # ...and nothing partial is left
+
+
+def test_diverging_loss_stops_with_a_clear_error(small_h5, tmp_path):
+    """An absurd learning rate sends the weights to inf: the run stops with a one-line TrainingError, not NaNs."""
+    from fastdipole.train import TrainingError
+
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf) in epoch 1; try a smaller --lr"):
+        train(tiny(small_h5, tmp_path / "run", lr=1e30), progress=False, log=quiet)

@@ -34,8 +34,13 @@ class LossTerms(NamedTuple):
     charge_abs_mean: Tensor | None  #: mean |q_hat|, e
 
     def as_floats(self) -> dict[str, float | None]:
-        """Plain floats for logging (None for terms that are off)."""
-        return {k: (None if v is None else float(v.detach())) for k, v in self._asdict().items()}
+        """Plain floats for logging (None for terms that are off), read in one device-to-host copy (on a GPU
+        each separate read would wait for the device)."""
+        present = {k: v for k, v in self._asdict().items() if v is not None}
+        values = torch.stack([v.detach().reshape(()).to(torch.float64) for v in present.values()]).tolist()
+        out: dict[str, float | None] = dict.fromkeys(self._fields)
+        out.update(zip(present, values))
+        return out
 
 
 def _rmse_mae(pred: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:

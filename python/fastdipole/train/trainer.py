@@ -385,14 +385,14 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
             batch = batch.to(device)
             out = model(batch.Z, batch.R, batch.offsets)
             terms = batch_loss(out, batch, config.charges, config.l1, l2)
-        if not torch.isfinite(terms.total):
-            raise TrainingError(f"loss became {float(terms.total.detach())} in epoch {epoch}; try a smaller --lr")
+        values = terms.as_floats()  # the step's one wait for the device
+        if not math.isfinite(values["total"]):
+            raise TrainingError(f"loss became {values['total']} in epoch {epoch}; try a smaller --lr")
         if graphed_step is None:
             terms.total.backward()
         optimizer.step()
         n = batch.n_molecules
         weight += n
-        values = terms.as_floats()
         for key, value in values.items():
             if value is not None:
                 sums[key] = sums.get(key, 0.0) + value * n
