@@ -380,10 +380,13 @@ def training_section(args, device: str) -> list[dict]:
         ("hippynn_triton_ms", lambda nf: hippynn_step(nf, batch, device, "triton")),
         ("hippynn_pytorch_ms", lambda nf: hippynn_step(nf, batch, device, "pytorch")),
     ]
-    wanted = [f"{v}_ms" for v in args.train_variants.split(",")] if args.train_variants != "all" else [
-        v[0] for v in variants]
+    known = [v[0] for v in variants]
+    wanted = known if args.train_variants == "all" else [f"{v}_ms" for v in args.train_variants.split(",")]
+    unknown = [w[:-3] for w in wanted if w not in known]
+    if unknown:
+        raise ValueError(f"unknown --train-variants {unknown}; known: {[k[:-3] for k in known]}")
     for nf in (128, 60):
-        timed = {}
+        timed, nf_rows = {}, []
         for label, make in variants:
             if label not in wanted:
                 continue
@@ -397,8 +400,9 @@ def training_section(args, device: str) -> list[dict]:
                 row["median_ms"] = timed[label] = wall_ms(step, device, repeats=repeats, warmup=3)
             except Exception as err:  # hippynn or triton missing, ...
                 row["median_ms"] = f"error: {type(err).__name__}: {str(err)[:80]}"
-            rows.append(row)
-        for row in rows[-len([v for v in variants if v[0] in wanted]):]:
+            nf_rows.append(row)
+        rows += nf_rows
+        for row in nf_rows:
             for anchor in ("hippynn_triton_ms", "hippynn_pytorch_ms"):
                 ok = anchor in timed and isinstance(row.get("median_ms"), float)
                 row[f"{anchor[:-3]}_over_this"] = timed[anchor] / row["median_ms"] if ok else "-"

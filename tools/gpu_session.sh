@@ -77,14 +77,15 @@ run_step() {  # run_step NAME: runs step_NAME in a subshell under its time limit
   limit="${!var:-${DEFAULT_TIMEOUT[$name]}}"
   start=$(date +%s)
   echo "=== $name ($(date '+%F %T'), limit ${limit} s)"
-  # setsid + kill of the process group: a step past its limit takes its children (nvcc, pytest) with it.
+  # Job control (set -m) gives the step its own process group: a step past its limit is killed with its
+  # children (nvcc, pytest).
   ( "step_$name" ) >"$LOGS/$name.log" 2>&1 &
   local pid=$!
   ( sleep "$limit"; kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null ) &
   local watchdog=$!
   wait "$pid"
   rc=$?
-  kill "$watchdog" 2>/dev/null
+  kill -- "-$watchdog" 2>/dev/null || kill "$watchdog" 2>/dev/null  # the watchdog and its sleep
   wait "$watchdog" 2>/dev/null
   end=$(date +%s)
   local status="PASS"

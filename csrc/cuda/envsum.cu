@@ -295,14 +295,14 @@ __global__ void __launch_bounds__(kMaxThreads)
 // features z[j, chunk] in shared memory (coalesced loads by all threads at once), then
 //   dS[k, v] += sum_f dE[v, f] z[j_k, f]   one thread per (pair, v), f in chunk order
 //   C[p, f]   = sum_v s[k, v] dE[v, f]     one thread per (pair, f), v in order (the same bits as above)
-// Rows of the staged tiles are padded to fc + 1 elements so the threads of a warp hit distinct banks.
+// Rows of the staged tiles are padded to an odd length (fc | 1) so the threads of a warp hit distinct banks.
 // Shared layout: j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile]
-//                | s, dS, dr, dmu, dsig [tile][S] | dE[S][fc + 1] | zt[tile][fc + 1]  (T)
+//                | s, dS, dr, dmu, dsig [tile][S] | dE[S][fc | 1] | zt[tile][fc | 1]  (T)
 // ---------------------------------------------------------------------------------------------------------
 template <typename T>
 size_t tiled_shared_bytes(int64_t S, int tile, int fc) {
   return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
-         sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * 5 + S * int64_t(fc + 1) + int64_t(tile) * (fc + 1));
+         sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * 5 + (S + tile) * int64_t(fc | 1));
 }
 
 template <typename T>
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMa
   const int S = int(a.n_sens);
   const int64_t F = a.n_features, N = a.n_atoms;
   const int TS = tile * S;
-  const int ld = fc + 1;  // padded row length of the staged tiles
+  const int ld = fc | 1;  // odd row length of the staged tiles: a warp's rows start in distinct banks
 
   int64_t* j_sh = reinterpret_cast<int64_t*>(shared_raw);
   double* gmu_sh = reinterpret_cast<double*>(shared_raw + sizeof(int64_t) * tile);
@@ -525,7 +525,7 @@ cudaError_t launch_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) 
   const int threads = int(std::min<int64_t>(kMaxThreads, round_up(n_tasks, kWarp)));
   const int64_t blocks_y = ceil_div(n_tasks, threads);
   if (blocks_y > detail::kMaxGridY || a.n_atoms > detail::kMaxGridX) return cudaErrorInvalidValue;
-  // Stage the senders' features when a tile of at least 8 pairs (or the whole row budget) still fits.
+  // Stage the senders' features when a tile of at least 8 pairs still fits.
   auto plan_tile = [&](int64_t zt_F) -> int {
     const size_t fixed = forward_shared_bytes<T>(S, 0, zt_F);
     const size_t per_pair = forward_shared_bytes<T>(S, 1, zt_F) - fixed;
@@ -534,7 +534,7 @@ cudaError_t launch_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) 
   };
   int64_t zt_F = F;
   int tile = plan_tile(zt_F);
-  if (tile < 8 || F > int64_t(1) << 20) {
+  if (tile < 8) {
     zt_F = 0;
     tile = plan_tile(0);
   }
@@ -561,9 +561,9 @@ int backward_tile(const EnvsumArgs<T>& a, int threads) {
   return int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
 }
 
-// Launch plan of the tiled backward: threads, pairs per tile, features per chunk. The chunk is as wide as
-// possible (up to 64) while a tile still holds 16 pairs; false when even one pair and one feature do not fit
-// (then the warp kernel runs).
+// Launch plan of the tiled backward: threads, pairs per tile, features per chunk. Each candidate chunk width
+// (64, 32, ..., 1) gets the largest tile that fits; the plan with the most work between barriers
+// (min(tile, 16) x chunk) wins. False when even one pair and one feature do not fit (the warp kernel runs).
 struct TiledPlan {
   int threads = 0, tile = 0, fc = 0;
 };
@@ -572,13 +572,17 @@ template <typename T>
 bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
   const int64_t S = a.n_sens, F = a.n_features;
   TiledPlan best;
+  int best_score = 0;
   for (int fc = int(std::min<int64_t>(F, 64)); fc >= 1; fc /= 2) {
     const size_t fixed = tiled_shared_bytes<T>(S, 0, fc);
     const size_t per_pair = tiled_shared_bytes<T>(S, 1, fc) - fixed;
     if (fixed + per_pair > kSharedBudget) continue;
     const int tile = int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
-    if (tile > best.tile) best = TiledPlan{0, tile, fc};
-    if (tile >= 16) break;
+    const int score = std::min(tile, 16) * fc;
+    if (score > best_score) {
+      best = TiledPlan{0, tile, fc};
+      best_score = score;
+    }
   }
   if (best.tile < 1) return false;
   best.threads = S * best.fc >= 1024 ? kMaxThreads : 128;

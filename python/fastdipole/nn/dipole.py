@@ -74,9 +74,7 @@ class DipoleModel(nn.Module):
     def forward_from_pairs(self, Z: Tensor, R: Tensor, offsets: Tensor, pairs) -> DipoleOutput:
         """:meth:`forward` with the neighbour pairs (``ops.Pairs`` within ``dist_hard_max``) given and no
         input checks: no host synchronisation, so it can run inside a CUDA graph."""
-        r = (R[pairs.second] - R[pairs.first]).norm(dim=-1)
-        z0 = self.hipnn.one_hot_unchecked(Z).to(R.dtype)
-        q = self.charges(self.hipnn.features_from_pairs(z0, r, pairs))
+        q = self.charges(self.hipnn.forward_from_pairs(Z, R, pairs))
         return DipoleOutput(q, *self.dipole_from_charges(q, R, offsets))
 
     def dipole_from_charges(self, q: Tensor, R: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:

@@ -86,12 +86,16 @@ class HIPNN(nn.Module):
             self.blocks.append(block)
 
     # ---- inputs ---------------------------------------------------------------------------------
-    def one_hot(self, Z: Tensor, offsets: Tensor | None = None) -> Tensor:
-        """One-hot species features (n_atoms, n_species) in the dtype of the model's parameters."""
+    def one_hot(self, Z: Tensor, offsets: Tensor | None = None, check: bool | None = None) -> Tensor:
+        """One-hot species features (n_atoms, n_species) in the dtype of the model's parameters.
+
+        ``check`` (default: ``validate_inputs``) raises on atomic numbers that are not species of the model;
+        it reads a flag back from the device, so steps that must not synchronise (CUDA graphs) pass False."""
         Z = Z.long()
         in_range = (Z >= 0) & (Z < self.species_lookup.numel())
         column = torch.where(in_range, self.species_lookup[Z.clamp(0, self.species_lookup.numel() - 1)], -1)
-        if self.validate_inputs and Z.numel() and bool((column < 0).any()):
+        check = self.validate_inputs if check is None else check
+        if check and Z.numel() and bool((column < 0).any()):
             atom = int((column < 0).nonzero()[0, 0])
             where = _locate(atom, offsets)
             raise ModelInputError(
@@ -100,17 +104,11 @@ class HIPNN(nn.Module):
         dtype = self.blocks[0][0].base_layer.int_weights.dtype
         return nn.functional.one_hot(column.clamp_min(0), len(self.species)).to(dtype)
 
-    def one_hot_unchecked(self, Z: Tensor) -> Tensor:
-        """:meth:`one_hot` for atomic numbers known to be species of the model (no host synchronisation)."""
-        column = self.species_lookup[Z.long().clamp(0, self.species_lookup.numel() - 1)]
-        dtype = self.blocks[0][0].base_layer.int_weights.dtype
-        classes = torch.arange(len(self.species), device=Z.device)
-        return (column[:, None] == classes[None, :]).to(dtype)  # F.one_hot may check its input on the host
 
     def pairs_and_distances(self, R: Tensor, offsets: Tensor) -> tuple[ops.Pairs, Tensor]:
         """Neighbour pairs within ``dist_hard_max`` and their distances (Angstrom, differentiable in R)."""
         pairs = ops.neighbor_pairs(R.detach(), offsets, self.dist_hard_max, backend=self.kernels)
-        r = (R[pairs.second] - R[pairs.first]).norm(dim=-1)
+        r = ops.reference.pair_distances(R, pairs.first, pairs.second)
         if self.validate_inputs and r.numel() and bool((r < MIN_PAIR_DISTANCE).any()):
             p = int((r < MIN_PAIR_DISTANCE).nonzero()[0, 0])
             i, j = int(pairs.first[p]), int(pairs.second[p])
@@ -127,6 +125,12 @@ class HIPNN(nn.Module):
             _check_batch(Z, R, offsets)
         pairs, r = self.pairs_and_distances(R, offsets)
         return self.features_from_pairs(self.one_hot(Z, offsets).to(R.dtype), r, pairs)
+
+    def forward_from_pairs(self, Z: Tensor, R: Tensor, pairs: ops.Pairs) -> list[Tensor]:
+        """:meth:`forward` with the neighbour pairs (within ``dist_hard_max``) given and no input checks: no host
+        synchronisation, so it can run inside a CUDA graph."""
+        r = ops.reference.pair_distances(R, pairs.first, pairs.second)
+        return self.features_from_pairs(self.one_hot(Z, check=False).to(R.dtype), r, pairs)
 
     def features_from_pairs(self, z0: Tensor, r: Tensor, pairs: ops.Pairs) -> list[Tensor]:
         """Same as :meth:`forward` with one-hot features and pairs already computed."""

@@ -8,17 +8,18 @@ the graph (their number is data-dependent), the loss takes means with per-entry 
 padding (``weighted_paper_loss``), and the optimiser step runs outside as usual.
 
 Padding, chosen so that it changes nothing for the real atoms:
-  * pad atoms (at least ``min_pad_atoms``) are one extra molecule, placed on a line far from everything with
-    2 x cutoff between neighbours: the neighbour list finds no pair that involves them;
+  * pad atoms (at least ``min_pad_atoms``) are one extra molecule (pairs never cross molecules), on a line with
+    2 x cutoff between neighbours; the neighbour list runs on the real atoms only;
   * pad pairs join pad atom a to pad atom a + 1 (further apart than the cutoff: zero sensitivity), spread
     evenly over the pad atoms' rows so no row is long;
   * extra molecules are empty; labels and loss weights of all padding are 0.
 
 ``capture=False`` runs the same padded computation eagerly (the CPU tests compare it with the plain step).
 
-Safety net: a captured step is compared with an eager run of the same batch twice, right after capture (the
-warm-up's batch) and at its first replay on a new batch (new data in the buffers). Any disagreement, or a
-capture that fails, turns graphs off with a warning and the training goes on eagerly: never a wrong step.
+Safety net: each captured graph is compared with an eager run of the same batch twice, right after capture
+(the warm-up's batch) and at its first replay on a new batch (new data in the buffers). A disagreement, or a
+capture that fails, turns graphs off with a warning and training goes on eagerly. Later replays are not
+checked: they repeat the checked work on refilled buffers.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from torch import Tensor
 from .. import ops
 from ..units import DEBYE_PER_E_ANGSTROM
 from .loss import LossTerms, weighted_paper_loss
-
-PAD_FAR_ANGSTROM = 1.0e4  # x coordinate of the first pad atom
-
 
 class PadSteps(NamedTuple):
     """Bucket granularity: padded sizes are multiples of these."""
@@ -115,8 +113,9 @@ class GraphedTrainStep:
         atoms = self._atom_buffers(n_pad_atoms, n_pad_mol)
         self._fill_atoms(atoms, batch, n_atoms, n_mol)
 
-        # Pairs of the padded batch = pairs of the real atoms (pad atoms are > cutoff from everything).
-        found = ops.neighbor_pairs(atoms.R, atoms.offsets, self.cutoff, backend=self.model.hipnn.kernels)
+        # Pairs of the real atoms (the pad molecule has none: its atoms are 2 x cutoff apart).
+        found = ops.neighbor_pairs(atoms.R[:n_atoms], atoms.offsets[: n_mol + 1], self.cutoff,
+                                   backend=self.model.hipnn.kernels)
         n_pairs = int(found.first.shape[0])
         n_pad_pairs = round_up(n_pairs + 1, self.steps.pairs)
         pairs = self._pair_buffers(n_pad_atoms, n_pad_pairs)
@@ -182,7 +181,7 @@ class GraphedTrainStep:
         n_pad_atoms, n_pad_mol = buf.Z.shape[0], buf.mu.shape[0]
         n_extra = n_pad_atoms - n_atoms
         dt = self.dtype
-        pad_x = PAD_FAR_ANGSTROM + 2.0 * self.cutoff * torch.arange(n_extra, dtype=torch.float64)
+        pad_x = 2.0 * self.cutoff * torch.arange(n_extra, dtype=torch.float64)
         pad_R = torch.stack([pad_x, torch.zeros_like(pad_x), torch.zeros_like(pad_x)], dim=1)
         Z = torch.cat([batch.Z.cpu().long(), torch.full((n_extra,), self.pad_species, dtype=torch.long)])
         R = torch.cat([batch.R.cpu().to(dt), pad_R.to(dt)])
@@ -249,7 +248,7 @@ class GraphedTrainStep:
         except RuntimeError as err:  # e.g. an op that synchronises with the host: train on, without graphs
             torch.cuda.synchronize(self.device)
             self._give_up(f"CUDA graph capture failed ({str(err).splitlines()[0]})")
-            return _Graph(None, *self._loss_and_grads(atoms, pairs, l1, l2))
+            return eager  # the warm-up computed this very step
         graph.replay()  # capture records without running: this step's numbers come from the first replay
         self.captures += 1
         entry = _Graph(graph, terms, grads, checks_left=1)
@@ -259,13 +258,14 @@ class GraphedTrainStep:
         return entry
 
 
-def _same_step(a: _Graph, b: _Graph, rtol: float = 1e-3) -> bool:
-    """Whether two results of one step agree: loss terms and gradients to float32 rounding of the sums."""
+def _same_step(a: _Graph, b: _Graph, rtol: float = 1e-4) -> bool:
+    """Whether two results of one step agree: loss terms and gradients, to rtol relative to each tensor's largest
+    entry (graph and eager runs differ only where a kernel sums in a different order, ~1e-7 in float32)."""
     for x, y in [*zip(a.terms, b.terms), *zip(a.grads, b.grads)]:
         if (x is None) != (y is None):
             return False
         if x is not None:
-            scale = float(y.detach().abs().max()) if y.numel() else 0.0
-            if not torch.allclose(x, y, rtol=rtol, atol=rtol * max(scale, 1e-6), equal_nan=False):
+            scale = float(y.detach().abs().nan_to_num().max()) if y.numel() else 0.0
+            if not torch.allclose(x, y, rtol=rtol, atol=rtol * max(scale, 1e-6), equal_nan=True):
                 return False
     return True

@@ -43,9 +43,28 @@ class LossTerms(NamedTuple):
         return out
 
 
-def _rmse_mae(pred: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
-    err = pred - label
-    return torch.sqrt(torch.mean(err * err)), torch.mean(err.abs())
+def _loss_terms(pred_charges, label_charges, pred_magnitude, label_magnitude, l1, l2, atom_mean,
+                molecule_mean) -> LossTerms:
+    """The paper's loss with the means over atoms and over molecules given as functions."""
+    if pred_magnitude.ndim != 1 or pred_magnitude.shape != label_magnitude.shape:
+        raise ValueError(
+            "dipole magnitudes must both have shape (n_molecules,), got "
+            f"{tuple(pred_magnitude.shape)} and {tuple(label_magnitude.shape)}"
+        )
+    d_mu = pred_magnitude - label_magnitude
+    mu_rmse, mu_mae = torch.sqrt(molecule_mean(d_mu * d_mu)), molecule_mean(d_mu.abs())
+    total = l2 * (mu_rmse + mu_mae)
+    if label_charges is None:
+        return LossTerms(total, mu_rmse, mu_mae, None, None, None)
+    if pred_charges.ndim != 1 or pred_charges.shape != label_charges.shape:
+        raise ValueError(
+            f"charges must both have shape (n_atoms,), got {tuple(pred_charges.shape)} and {tuple(label_charges.shape)}"
+        )
+    d_q = pred_charges - label_charges
+    q_rmse, q_mae = torch.sqrt(atom_mean(d_q * d_q)), atom_mean(d_q.abs())
+    q_abs = atom_mean(pred_charges.abs())
+    total = total + l1 * (q_rmse + q_mae + q_abs)
+    return LossTerms(total, mu_rmse, mu_mae, q_rmse, q_mae, q_abs)
 
 
 def paper_loss(
@@ -61,23 +80,26 @@ def paper_loss(
     Shapes: charges (n_atoms,), magnitudes (n_molecules,). Mismatched shapes raise instead of
     broadcasting (hippynn's (M,) vs (M,1) pitfall silently builds an M x M error matrix).
     """
-    if pred_magnitude_e_angstrom.ndim != 1 or pred_magnitude_e_angstrom.shape != label_magnitude_e_angstrom.shape:
-        raise ValueError(
-            "dipole magnitudes must both have shape (n_molecules,), got "
-            f"{tuple(pred_magnitude_e_angstrom.shape)} and {tuple(label_magnitude_e_angstrom.shape)}"
-        )
-    mu_rmse, mu_mae = _rmse_mae(pred_magnitude_e_angstrom, label_magnitude_e_angstrom)
-    total = l2 * (mu_rmse + mu_mae)
-    if label_charges is None:
-        return LossTerms(total, mu_rmse, mu_mae, None, None, None)
-    if pred_charges.ndim != 1 or pred_charges.shape != label_charges.shape:
-        raise ValueError(
-            f"charges must both have shape (n_atoms,), got {tuple(pred_charges.shape)} and {tuple(label_charges.shape)}"
-        )
-    q_rmse, q_mae = _rmse_mae(pred_charges, label_charges)
-    q_abs = pred_charges.abs().mean()
-    total = total + l1 * (q_rmse + q_mae + q_abs)
-    return LossTerms(total, mu_rmse, mu_mae, q_rmse, q_mae, q_abs)
+    return _loss_terms(pred_charges, label_charges, pred_magnitude_e_angstrom, label_magnitude_e_angstrom, l1, l2,
+                       torch.mean, torch.mean)
+
+
+def weighted_paper_loss(
+    pred_charges: Tensor,
+    label_charges: Tensor | None,
+    pred_magnitude_e_angstrom: Tensor,
+    label_magnitude_e_angstrom: Tensor,
+    atom_weights: Tensor,
+    molecule_weights: Tensor,
+    l1: float = DEFAULT_L1,
+    l2: float = DEFAULT_L2,
+) -> LossTerms:
+    """:func:`paper_loss` over a padded batch: every mean is ``sum(weight * x)`` with weights ``1 / n_real`` on
+    the real atoms (molecules) and 0 on the padding, so the padding adds nothing and the shapes never depend on
+    how many entries are real (what a CUDA graph needs). Equal to :func:`paper_loss` on the real entries up to
+    float rounding."""
+    return _loss_terms(pred_charges, label_charges, pred_magnitude_e_angstrom, label_magnitude_e_angstrom, l1, l2,
+                       lambda x: torch.sum(atom_weights * x), lambda x: torch.sum(molecule_weights * x))
 
 
 def batch_loss(output, batch, charge_mode: str, l1: float = DEFAULT_L1, l2: float = DEFAULT_L2) -> LossTerms:
@@ -95,31 +117,3 @@ def batch_loss(output, batch, charge_mode: str, l1: float = DEFAULT_L1, l2: floa
         labels = batch.charges
     label_mag = batch.mu_debye / DEBYE_PER_E_ANGSTROM
     return paper_loss(output.charges, labels, output.magnitude, label_mag, l1, l2)
-
-
-def weighted_paper_loss(
-    pred_charges: Tensor,
-    label_charges: Tensor | None,
-    pred_magnitude_e_angstrom: Tensor,
-    label_magnitude_e_angstrom: Tensor,
-    atom_weights: Tensor,
-    molecule_weights: Tensor,
-    l1: float = DEFAULT_L1,
-    l2: float = DEFAULT_L2,
-) -> LossTerms:
-    """:func:`paper_loss` over a padded batch: every mean is ``sum(weight * x)`` with weights ``1 / n_real`` on
-    the real atoms (molecules) and 0 on the padding, so the padding adds nothing and the shapes never depend on
-    how many entries are real (what a CUDA graph needs). Equal to :func:`paper_loss` on the real entries up to
-    float rounding."""
-    d_mu = pred_magnitude_e_angstrom - label_magnitude_e_angstrom
-    mu_rmse = torch.sqrt(torch.sum(molecule_weights * d_mu * d_mu))
-    mu_mae = torch.sum(molecule_weights * d_mu.abs())
-    total = l2 * (mu_rmse + mu_mae)
-    if label_charges is None:
-        return LossTerms(total, mu_rmse, mu_mae, None, None, None)
-    d_q = pred_charges - label_charges
-    q_rmse = torch.sqrt(torch.sum(atom_weights * d_q * d_q))
-    q_mae = torch.sum(atom_weights * d_q.abs())
-    q_abs = torch.sum(atom_weights * pred_charges.abs())
-    total = total + l1 * (q_rmse + q_mae + q_abs)
-    return LossTerms(total, mu_rmse, mu_mae, q_rmse, q_mae, q_abs)

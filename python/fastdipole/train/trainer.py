@@ -385,7 +385,7 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
             batch = batch.to(device)
             out = model(batch.Z, batch.R, batch.offsets)
             terms = batch_loss(out, batch, config.charges, config.l1, l2)
-        values = terms.as_floats()  # the step's one wait for the device
+        values = terms.as_floats()  # one device-to-host read for all loss terms
         if not math.isfinite(values["total"]):
             raise TrainingError(f"loss became {values['total']} in epoch {epoch}; try a smaller --lr")
         if graphed_step is None:
