@@ -28,8 +28,7 @@ def model64(dipole_origin="centroid", seed=0):
 
 def plain_step(model, batch, charge_mode, l1, l2):
     model.zero_grad(set_to_none=True)
-    terms = batch_loss(model(batch.Z, batch.R.double(), batch.offsets), batch._replace(R=batch.R.double()),
-                       charge_mode, l1, l2)
+    terms = batch_loss(model(batch.Z, batch.R, batch.offsets), batch, charge_mode, l1, l2)
     terms.total.backward()
     return terms, [p.grad.clone() for p in model.parameters()]
 

@@ -167,6 +167,74 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
 // Shared layout: j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile]
 //                | s[tile][S] | red[n_warps][tile][S] (red[0] becomes dS) | dr, dmu, dsig [tile][S]  (T)
 // ---------------------------------------------------------------------------------------------------------
+// Shared-memory prefix common to both backward row kernels:
+//   j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile] | s[tile][S]  (T)
+template <typename T>
+struct BackwardRowShared {
+  int64_t* j;
+  double* gmu;
+  double* gsig;
+  T* inv_mu;
+  T* nhs2;
+  T* inv_r;
+  T* cut;
+  T* dcut;
+  T* s;  // what follows s[tile][S] is each kernel's own
+};
+
+template <typename T>
+__device__ __forceinline__ BackwardRowShared<T> backward_row_shared(unsigned char* base, int S, int tile) {
+  BackwardRowShared<T> sh;
+  sh.j = reinterpret_cast<int64_t*>(base);
+  sh.gmu = reinterpret_cast<double*>(base + sizeof(int64_t) * tile);
+  sh.gsig = sh.gmu + S;
+  sh.inv_mu = reinterpret_cast<T*>(sh.gsig + S);
+  sh.nhs2 = sh.inv_mu + S;
+  sh.inv_r = sh.nhs2 + S;
+  sh.cut = sh.inv_r + tile;
+  sh.dcut = sh.cut + tile;
+  sh.s = sh.dcut + tile;
+  return sh;
+}
+
+// Start of both backward row kernels: parameters hoisted, this atom's grad_mu / grad_sigma partials zeroed
+// (thread v % blockDim owns entry v here and in finish_tile).
+template <typename T>
+__device__ __forceinline__ void start_row(const EnvsumArgs<T>& a, const BackwardRowShared<T>& sh) {
+  hoist_parameters(a, sh.inv_mu, sh.nhs2);
+  for (int v = threadIdx.x; v < int(a.n_sens); v += blockDim.x) {
+    sh.gmu[v] = 0.0;
+    sh.gsig[v] = 0.0;
+  }
+}
+
+// End of a tile in both backward row kernels (dS, dr, dmu, dsig: [tile][S], complete): grad_r of the tile's
+// pairs, v in order as the CPU kernel (grad_r null when not wanted), and this atom's grad_mu / grad_sigma
+// partials, pairs in order, in double (as the CPU kernel).
+template <typename T>
+__device__ __forceinline__ void finish_tile(const BackwardRowShared<T>& sh, int S, int nk, const T* dS, const T* dr,
+                                            const T* dmu, const T* dsig, T* grad_r_tile) {
+  for (int k = threadIdx.x; grad_r_tile != nullptr && k < nk; k += blockDim.x) {
+    if (sh.j[k] < 0) continue;
+    T gr = T(0);
+    for (int v = 0; v < S; ++v) {
+      if (sh.s[k * S + v] != T(0)) gr += dS[k * S + v] * dr[k * S + v];
+    }
+    grad_r_tile[k] = gr;
+  }
+  for (int v = threadIdx.x; v < S; v += blockDim.x) {
+    double gm = sh.gmu[v], gs = sh.gsig[v];
+    for (int k = 0; k < nk; ++k) {
+      const int idx = k * S + v;
+      if (sh.j[k] < 0 || sh.s[idx] == T(0)) continue;
+      gm += double(dS[idx]) * double(dmu[idx]);
+      gs += double(dS[idx]) * double(dsig[idx]);
+    }
+    sh.gmu[v] = gm;
+    sh.gsig[v] = gs;
+  }
+}
+
 template <typename T>
 size_t backward_shared_bytes(int64_t S, int tile, int n_warps) {
   return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
@@ -174,7 +242,7 @@ size_t backward_shared_bytes(int64_t S, int tile, int n_warps) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas spilled (double, sm_90)
     envsum_backward_rows_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int tile, T* __restrict__ C,
                                 T* __restrict__ grad_r, double* __restrict__ part_mu,
                                 double* __restrict__ part_sigma) {
@@ -185,27 +253,14 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int lane = threadIdx.x & (kWarp - 1);
   const int64_t TS = int64_t(tile) * S;
 
-  int64_t* j_sh = reinterpret_cast<int64_t*>(shared_raw);
-  double* gmu_sh = reinterpret_cast<double*>(shared_raw + sizeof(int64_t) * tile);
-  double* gsig_sh = gmu_sh + S;
-  T* t = reinterpret_cast<T*>(gsig_sh + S);
-  T* inv_mu_sh = t;
-  T* nhs2_sh = inv_mu_sh + S;
-  T* inv_r_sh = nhs2_sh + S;
-  T* cut_sh = inv_r_sh + tile;
-  T* dcut_sh = cut_sh + tile;
-  T* s_sh = dcut_sh + tile;
-  T* red_sh = s_sh + TS;  // [n_warps][tile][S]
+  const BackwardRowShared<T> sh = backward_row_shared<T>(shared_raw, int(S), tile);
+  T* red_sh = sh.s + TS;  // [n_warps][tile][S]
   T* dr_sh = red_sh + TS * n_warps;
   T* dmu_sh = dr_sh + TS;
   T* dsig_sh = dmu_sh + TS;
 
   const int64_t i = blockIdx.x;
-  hoist_parameters(a, inv_mu_sh, nhs2_sh);
-  for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {  // owner thread of v: the same mapping below
-    gmu_sh[v] = 0.0;
-    gsig_sh[v] = 0.0;
-  }
+  start_row(a, sh);
   int64_t begin, end;
   detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
   const T* dE_i = dE + i * S * F;
@@ -213,14 +268,14 @@ __global__ void __launch_bounds__(kMaxThreads)
   for (int64_t p0 = begin; p0 < end; p0 += tile) {
     const int nk = int(min(int64_t(tile), end - p0));
     __syncthreads();
-    stage_pairs(a, i, p0, nk, j_sh, inv_r_sh, cut_sh, dcut_sh, inv_mu_sh, nhs2_sh, s_sh);
+    stage_pairs(a, i, p0, nk, sh.j, sh.inv_r, sh.cut, sh.dcut, sh.inv_mu, sh.nhs2, sh.s);
     __syncthreads();
 
     for (int k = 0; k < nk; ++k) {  // uniform over the block
-      const int64_t j = j_sh[k];
+      const int64_t j = sh.j[k];
       if (j < 0) continue;
       const int64_t p = p0 + k;
-      const T* sk = s_sh + int64_t(k) * S;
+      const T* sk = sh.s + int64_t(k) * S;
       const T* zj = a.z + j * F;
       // featsum terms C[p, f] = sum_v dE[i, v, f] s_v(p) (C is null when grad_z is not wanted)
       for (int64_t f = threadIdx.x; C != nullptr && f < F; f += blockDim.x) {
@@ -246,12 +301,12 @@ __global__ void __launch_bounds__(kMaxThreads)
     for (int64_t idx = threadIdx.x; idx < int64_t(nk) * S; idx += blockDim.x) {
       const int64_t k = idx / S;
       const int64_t v = idx - k * S;
-      const T s = s_sh[idx];
+      const T s = sh.s[idx];
       T dS = T(0), ds_dr = T(0), ds_dmu = T(0), ds_dsigma = T(0);
-      if (j_sh[k] >= 0 && s != T(0)) {
+      if (sh.j[k] >= 0 && s != T(0)) {
         for (int w = 0; w < n_warps; ++w) dS += red_sh[int64_t(w) * TS + idx];
-        const T g = exp(gaussian_exponent(inv_r_sh[k], inv_mu_sh[v], nhs2_sh[v]));
-        sensitivity_gradients_inv_mu(inv_r_sh[k], inv_mu_sh[v], a.sigma[v], g, cut_sh[k], dcut_sh[k], ds_dr, ds_dmu,
+        const T g = exp(gaussian_exponent(sh.inv_r[k], sh.inv_mu[v], sh.nhs2[v]));
+        sensitivity_gradients_inv_mu(sh.inv_r[k], sh.inv_mu[v], a.sigma[v], g, sh.cut[k], sh.dcut[k], ds_dr, ds_dmu,
                                      ds_dsigma);
       }
       red_sh[idx] = dS;  // red[0] now holds dS (only this thread touches element idx)
@@ -261,31 +316,11 @@ __global__ void __launch_bounds__(kMaxThreads)
     }
     __syncthreads();
 
-    // grad_r[p] = sum_v dS ds_v/dr, v in order (as the CPU kernel); grad_r is null when not wanted.
-    for (int k = threadIdx.x; grad_r != nullptr && k < nk; k += blockDim.x) {
-      if (j_sh[k] < 0) continue;
-      T gr = T(0);
-      for (int64_t v = 0; v < S; ++v) {
-        if (s_sh[int64_t(k) * S + v] != T(0)) gr += red_sh[int64_t(k) * S + v] * dr_sh[int64_t(k) * S + v];
-      }
-      grad_r[p0 + k] = gr;
-    }
-    // grad_mu / grad_sigma partials of this atom, pairs in order, in double (as the CPU kernel).
-    for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {
-      double gm = gmu_sh[v], gs = gsig_sh[v];
-      for (int k = 0; k < nk; ++k) {
-        const int64_t idx = int64_t(k) * S + v;
-        if (j_sh[k] < 0 || s_sh[idx] == T(0)) continue;
-        gm += double(red_sh[idx]) * double(dmu_sh[idx]);
-        gs += double(red_sh[idx]) * double(dsig_sh[idx]);
-      }
-      gmu_sh[v] = gm;
-      gsig_sh[v] = gs;
-    }
+    finish_tile(sh, int(S), nk, red_sh, dr_sh, dmu_sh, dsig_sh, grad_r != nullptr ? grad_r + p0 : nullptr);
   }
   for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {
-    part_mu[v * N + i] = gmu_sh[v];
-    part_sigma[v * N + i] = gsig_sh[v];
+    part_mu[v * N + i] = sh.gmu[v];
+    part_sigma[v * N + i] = sh.gsig[v];
   }
 }
 
@@ -316,32 +351,19 @@ __global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMa
   const int TS = tile * S;
   const int ld = fc | 1;  // odd row length of the staged tiles: a warp's rows start in distinct banks
 
-  int64_t* j_sh = reinterpret_cast<int64_t*>(shared_raw);
-  double* gmu_sh = reinterpret_cast<double*>(shared_raw + sizeof(int64_t) * tile);
-  double* gsig_sh = gmu_sh + S;
-  T* t = reinterpret_cast<T*>(gsig_sh + S);
-  T* inv_mu_sh = t;
-  T* nhs2_sh = inv_mu_sh + S;
-  T* inv_r_sh = nhs2_sh + S;
-  T* cut_sh = inv_r_sh + tile;
-  T* dcut_sh = cut_sh + tile;
-  T* s_sh = dcut_sh + tile;
+  const BackwardRowShared<T> sh = backward_row_shared<T>(shared_raw, S, tile);
 
   const int64_t i = blockIdx.x;
-  hoist_parameters(a, inv_mu_sh, nhs2_sh);
-  for (int v = threadIdx.x; v < S; v += blockDim.x) {  // owner thread of v: the same mapping below
-    gmu_sh[v] = 0.0;
-    gsig_sh[v] = 0.0;
-  }
+  start_row(a, sh);
   int64_t begin, end;
   detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
 
   for (int64_t p0 = begin; p0 < end; p0 += tile) {
     const int nk = int(min(int64_t(tile), end - p0));
     __syncthreads();
-    stage_pairs(a, i, p0, nk, j_sh, inv_r_sh, cut_sh, dcut_sh, inv_mu_sh, nhs2_sh, s_sh);
+    stage_pairs(a, i, p0, nk, sh.j, sh.inv_r, sh.cut, sh.dcut, sh.inv_mu, sh.nhs2, sh.s);
     // The rest of the layout, derived here so fewer pointers stay live across stage_pairs (no spills).
-    T* dS_sh = s_sh + TS;
+    T* dS_sh = sh.s + TS;
     T* dr_sh = dS_sh + TS;
     T* dmu_sh = dr_sh + TS;
     T* dsig_sh = dmu_sh + TS;
@@ -352,11 +374,11 @@ __global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMa
     // Per (pair, v): the derivatives of s (they need no grad_env), and dS zeroed; thread idx owns both.
     for (int idx = threadIdx.x; idx < nk * S; idx += blockDim.x) {
       const int k = idx / S, v = idx - k * S;
-      const T s = s_sh[idx];
+      const T s = sh.s[idx];
       T ds_dr = T(0), ds_dmu = T(0), ds_dsigma = T(0);
-      if (j_sh[k] >= 0 && s != T(0)) {
-        const T g = exp(gaussian_exponent(inv_r_sh[k], inv_mu_sh[v], nhs2_sh[v]));
-        sensitivity_gradients_inv_mu(inv_r_sh[k], inv_mu_sh[v], a.sigma[v], g, cut_sh[k], dcut_sh[k], ds_dr, ds_dmu,
+      if (sh.j[k] >= 0 && s != T(0)) {
+        const T g = exp(gaussian_exponent(sh.inv_r[k], sh.inv_mu[v], sh.nhs2[v]));
+        sensitivity_gradients_inv_mu(sh.inv_r[k], sh.inv_mu[v], a.sigma[v], g, sh.cut[k], sh.dcut[k], ds_dr, ds_dmu,
                                      ds_dsigma);
       }
       dS_sh[idx] = T(0);
@@ -373,14 +395,14 @@ __global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMa
       }
       for (int e = threadIdx.x; e < nk * nf; e += blockDim.x) {
         const int k = e / nf, ff = e - k * nf;
-        const int64_t j = j_sh[k];
+        const int64_t j = sh.j[k];
         zt_sh[k * ld + ff] = (j >= 0) ? a.z[j * F + f0 + ff] : T(0);
       }
       __syncthreads();
       // sensesum partials of this chunk (active terms only; the others stay 0 and are never read)
       for (int idx = threadIdx.x; idx < nk * S; idx += blockDim.x) {
         const int k = idx / S, v = idx - k * S;
-        if (j_sh[k] < 0 || s_sh[idx] == T(0)) continue;
+        if (sh.j[k] < 0 || sh.s[idx] == T(0)) continue;
         const T* dEv = dE_sh + v * ld;
         const T* zk = zt_sh + k * ld;
         T acc = T(0);
@@ -392,8 +414,8 @@ __global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMa
         T* C_tile = C + p0 * F + f0;
         for (int e = threadIdx.x; e < nk * nf; e += blockDim.x) {
           const int k = e / nf, ff = e - k * nf;
-          if (j_sh[k] < 0) continue;
-          const T* sk = s_sh + k * S;
+          if (sh.j[k] < 0) continue;
+          const T* sk = sh.s + k * S;
           const T* dEf = dE_sh + ff;
           T c = T(0);
 #pragma unroll 1
@@ -407,31 +429,11 @@ __global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMa
     }
     __syncthreads();
 
-    // grad_r[p] = sum_v dS ds_v/dr, v in order (as the CPU kernel); grad_r is null when not wanted.
-    for (int k = threadIdx.x; grad_r != nullptr && k < nk; k += blockDim.x) {
-      if (j_sh[k] < 0) continue;
-      T gr = T(0);
-      for (int v = 0; v < S; ++v) {
-        if (s_sh[k * S + v] != T(0)) gr += dS_sh[k * S + v] * dr_sh[k * S + v];
-      }
-      grad_r[p0 + k] = gr;
-    }
-    // grad_mu / grad_sigma partials of this atom, pairs in order, in double (as the CPU kernel).
-    for (int v = threadIdx.x; v < S; v += blockDim.x) {
-      double gm = gmu_sh[v], gs = gsig_sh[v];
-      for (int k = 0; k < nk; ++k) {
-        const int idx = k * S + v;
-        if (j_sh[k] < 0 || s_sh[idx] == T(0)) continue;
-        gm += double(dS_sh[idx]) * double(dmu_sh[idx]);
-        gs += double(dS_sh[idx]) * double(dsig_sh[idx]);
-      }
-      gmu_sh[v] = gm;
-      gsig_sh[v] = gs;
-    }
+    finish_tile(sh, S, nk, dS_sh, dr_sh, dmu_sh, dsig_sh, grad_r != nullptr ? grad_r + p0 : nullptr);
   }
   for (int v = threadIdx.x; v < S; v += blockDim.x) {
-    part_mu[v * N + i] = gmu_sh[v];
-    part_sigma[v * N + i] = gsig_sh[v];
+    part_mu[v * N + i] = sh.gmu[v];
+    part_sigma[v * N + i] = sh.gsig[v];
   }
 }
 

@@ -104,7 +104,6 @@ class HIPNN(nn.Module):
         dtype = self.blocks[0][0].base_layer.int_weights.dtype
         return nn.functional.one_hot(column.clamp_min(0), len(self.species)).to(dtype)
 
-
     def pairs_and_distances(self, R: Tensor, offsets: Tensor) -> tuple[ops.Pairs, Tensor]:
         """Neighbour pairs within ``dist_hard_max`` and their distances (Angstrom, differentiable in R)."""
         pairs = ops.neighbor_pairs(R.detach(), offsets, self.dist_hard_max, backend=self.kernels)

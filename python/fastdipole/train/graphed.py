@@ -35,6 +35,7 @@ from .. import ops
 from ..units import DEBYE_PER_E_ANGSTROM
 from .loss import LossTerms, weighted_paper_loss
 
+
 class PadSteps(NamedTuple):
     """Bucket granularity: padded sizes are multiples of these."""
 
@@ -107,7 +108,7 @@ class GraphedTrainStep:
 
     # ---- per step ---------------------------------------------------------------------------------
     def __call__(self, batch, l1: float, l2: float) -> LossTerms:
-        n_atoms, n_mol = int(batch.Z.shape[0]), int(batch.offsets.shape[0]) - 1
+        n_atoms, n_mol = int(batch.Z.shape[0]), batch.n_molecules
         n_pad_atoms = round_up(n_atoms + self.min_pad_atoms, self.steps.atoms)
         n_pad_mol = round_up(n_mol + 1, self.steps.molecules)
         atoms = self._atom_buffers(n_pad_atoms, n_pad_mol)
