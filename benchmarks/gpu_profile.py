@@ -51,12 +51,16 @@ def main() -> int:
     mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, device="cuda")
     sigma = torch.full((S,), 2.0 * S * 0.85, device="cuda")
     g = torch.randn((R.shape[0], S, F), device="cuda")
-    for kernel in ("tiled", "warp"):
+    for kernel in ("lanes", "tiled"):
         os.environ["FASTDIPOLE_CUDA_ENVSUM_BACKWARD"] = kernel
         show(f"gaussian_envsum_backward [{kernel}], {R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}",
              lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF))
     os.environ.pop("FASTDIPOLE_CUDA_ENVSUM_BACKWARD")
-    show("gaussian_envsum forward", lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF))
+    for kernel in ("lanes", "block"):
+        os.environ["FASTDIPOLE_CUDA_ENVSUM_FORWARD"] = kernel
+        show(f"gaussian_envsum forward [{kernel}]",
+             lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF))
+    os.environ.pop("FASTDIPOLE_CUDA_ENVSUM_FORWARD")
 
     from fastdipole.units import DEBYE_PER_E_ANGSTROM
 

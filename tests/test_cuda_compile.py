@@ -128,10 +128,12 @@ def test_cuda_kernels_match_cpu_kernels_on_emulator(tmp_path):
     data = tmp_path / "molecules.bin"
     n_atoms = _write_molecules(data)
     args = [str(exe)] + ([str(data)] if n_atoms else [])
-    for backward in ("tiled", "warp"):  # both envsum backward kernels (FASTDIPOLE_CUDA_ENVSUM_BACKWARD)
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", FASTDIPOLE_CUDA_ENVSUM_BACKWARD=backward)
+    # every envsum kernel: the default lanes kernels, then the block forward with each older backward kernel
+    for forward, backward in (("lanes", "lanes"), ("block", "tiled"), ("block", "warp")):
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", FASTDIPOLE_CUDA_ENVSUM_FORWARD=forward,
+                   FASTDIPOLE_CUDA_ENVSUM_BACKWARD=backward)
         run = subprocess.run(args, capture_output=True, text=True, timeout=3600 if sanitize else 600, env=env)
-        assert run.returncode == 0, f"backward={backward}: " + run.stdout + run.stderr
+        assert run.returncode == 0, f"forward={forward} backward={backward}: " + run.stdout + run.stderr
         assert run.stdout.startswith("ok kernel_emulation_check"), run.stdout + run.stderr
         if n_atoms:  # ran on the QM9 molecules, not the random fallback
             assert run.stdout.startswith(f"ok kernel_emulation_check: {n_atoms} atoms"), run.stdout

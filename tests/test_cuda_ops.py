@@ -183,6 +183,8 @@ def close(got, want, dtype, what):
 
 SHAPES = [  # (n_molecules, S, F): the QM9 model, the one-hot first layer, large S and F, odd sizes
     (200, 20, 128),
+    (100, 16, 60),
+    (100, 32, 33),
     (200, 20, 5),
     (60, 64, 256),
     (40, 3, 1),
@@ -191,9 +193,19 @@ SHAPES = [  # (n_molecules, S, F): the QM9 model, the one-hot first layer, large
 ]
 
 
+KERNELS = {  # FASTDIPOLE_CUDA_ENVSUM_FORWARD / _BACKWARD: the default lanes kernels (n_sens <= 32), the older ones
+    "lanes": ("lanes", "lanes"),
+    "block-tiled": ("block", "tiled"),
+    "block-warp": ("block", "warp"),
+}
+
+
+@pytest.mark.parametrize("kernels", list(KERNELS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"M{m}-S{s}-F{f}" for m, s, f in SHAPES])
-def test_gaussian_envsum_forward_and_backward_match_cpu(fd, qm9, dtype, shape):
+def test_gaussian_envsum_forward_and_backward_match_cpu(fd, qm9, dtype, shape, kernels, monkeypatch):
+    monkeypatch.setenv("FASTDIPOLE_CUDA_ENVSUM_FORWARD", KERNELS[kernels][0])
+    monkeypatch.setenv("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", KERNELS[kernels][1])
     n_mol, S, F = shape
     args = envsum_problem(fd, qm9, n_mol, S, F, dtype)
     want_env = fd.gaussian_envsum(*args, CUTOFF)

@@ -24,6 +24,9 @@ os.environ.setdefault("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS", "200")  # the clust
 REPO = Path(__file__).resolve().parents[1]
 QM9_H5 = Path(os.environ.get("FASTDIPOLE_QM9_H5", REPO.parent / "shared" / "data" / "qm9" / "qm9_mulliken.h5"))
 CUTOFF = 6.5  # Angstrom
+# envsum kernel choices (read by the CUDA launchers at each call)
+LANES = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "lanes", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "lanes"}
+BLOCK_TILED = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "block", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "tiled"}
 
 
 def molecules(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +88,10 @@ def main() -> int:
             check(torch.equal(a.cpu(), b), f"neighbor_pairs {dtype}")
         first, second, row = pairs_cpu
         r = (R[second] - R[first]).norm(dim=-1)
-        for S, F in ((20, 32), (70, 5)):  # the QM9 shape, and many sensitivities with few features
+        # the QM9 shape (one and several feature chunks) with the default lanes kernels and with the block /
+        # tiled ones, and many sensitivities with few features (beyond the lanes kernels)
+        for S, F, kernels in ((20, 32, LANES), (20, 100, LANES), (20, 32, BLOCK_TILED), (70, 5, LANES)):
+            os.environ.update(kernels)
             z = torch.randn((R.shape[0], F), generator=gen, dtype=dtype)
             mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, dtype=dtype)
             sigma = torch.full((S,), 2.0 * S * 0.85, dtype=dtype)
@@ -109,8 +115,11 @@ def main() -> int:
     f2, s2, ro2 = first.clone(), second.clone(), row.clone()
     s2[0], s2[1], f2[2], ro2[5] = 10**9, -3, f2[2] + 1, 10**12
     mu = torch.linspace(1.0, 5.0, 6).cuda()
-    env = fd.gaussian_envsum(z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)
-    fd.gaussian_envsum_backward(torch.ones_like(env), z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)
+    for kernels in (LANES, BLOCK_TILED):
+        os.environ.update(kernels)
+        env = fd.gaussian_envsum(z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)
+        fd.gaussian_envsum_backward(torch.ones_like(env), z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)
+    os.environ.update(LANES)
     bad = torch.tensor([0, 5, 3, 10**9, -2]).cuda()
     dip = fd.segmented_dipole(z[:, 0].contiguous(), Rc.float(), bad)
     fd.segmented_dipole_backward(torch.ones_like(dip), z[:, 0].contiguous(), Rc.float(), bad)

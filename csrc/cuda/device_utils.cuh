@@ -47,13 +47,18 @@ __device__ __forceinline__ bool is_pair_rn(T dx, T dy, T dz, T cutoff_sq) {
   return squared_norm_rn(dx, dy, dz) < cutoff_sq;
 }
 
-// cos^2(pi r / (2 r_cut)) rounded as cutoff_value() and its derivative d/dr, computed from the same angle
-// (as the CPU backward does), so the forward's and the backward's cutoff factors are the same bits.
+// sin(pi x) and cos(pi x). Unlike sin / cos, whose argument reduction has an out-of-line slow path for huge
+// arguments (a call that makes the register-heavy envsum kernels spill), these reduce exactly and inline.
+__device__ __forceinline__ void sincos_pi(float x, float& s, float& c) { sincospif(x, &s, &c); }
+__device__ __forceinline__ void sincos_pi(double x, double& s, double& c) { sincospi(x, &s, &c); }
+
+// cos^2(pi r / (2 r_cut)) and its derivative d/dr, computed from the same angle, so the forward's and the
+// backward's cutoff factors are the same bits on the GPU. (cospi rounds once where the CPU's cos(pi r / ...)
+// rounds the angle first: the two differ in the last bits, within the tests' tolerances.)
 template <typename T>
 __device__ __forceinline__ void cutoff_value_and_derivative(T r, T r_cut, T& c, T& dc_dr) {
-  const T angle = pi_value<T>() * r / (T(2) * r_cut);  // as cutoff_value()
-  const T cs = cos(angle);
-  const T sn = sin(angle);
+  T sn, cs;
+  sincos_pi(r / (T(2) * r_cut), sn, cs);
   c = cs * cs;
   dc_dr = -T(2) * (pi_value<T>() / (T(2) * r_cut)) * cs * sn;
 }

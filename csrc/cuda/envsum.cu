@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <type_traits>
 
 #include "cuda/device_utils.cuh"
 #include "cuda/launchers.h"
@@ -161,6 +163,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
     }
   }
 }
+
+#include "cuda/envsum_lanes.cuh"  // the default kernels for n_sens <= 32
 
 // ---------------------------------------------------------------------------------------------------------
 // Backward pass 1: block per receiving atom i, threads over features.
@@ -437,64 +441,6 @@ __global__ void __launch_bounds__(kMaxThreads, 4)  // <= 64 registers: with (kMa
   }
 }
 
-// Backward pass 2 (featsum): grad_z[j, f] = sum of C[p, f] over the pairs p sent by j, in ascending p,
-// counting only pairs that pass 1 wrote (the same validity test).
-constexpr int kGroupTile = 256;
-
-template <typename T>
-__global__ void __launch_bounds__(kMaxThreads)
-    envsum_backward_featsum_kernel(const EnvsumArgs<T> a, const int64_t* __restrict__ second_order,
-                                   const int64_t* __restrict__ second_offsets, const T* __restrict__ C,
-                                   T* __restrict__ grad_z) {
-  __shared__ int64_t p_sh[kGroupTile];
-  const int64_t F = a.n_features, P = a.n_pairs;
-  const int64_t j = blockIdx.x;
-  int64_t begin, end;
-  detail::row_range(second_offsets, j, P, begin, end);
-  // Each thread owns features f = f0 + threadIdx.x + u * blockDim.x, u < kOwned, per chunk of features.
-  constexpr int kOwned = 4;
-  const int64_t chunk = int64_t(kOwned) * blockDim.x;
-  for (int64_t f0 = 0; f0 < F; f0 += chunk) {  // one chunk unless F > 4 * blockDim.x
-    T acc[kOwned];
-#pragma unroll
-    for (int u = 0; u < kOwned; ++u) acc[u] = T(0);
-    for (int64_t q0 = begin; q0 < end; q0 += kGroupTile) {
-      const int nq = int(min(int64_t(kGroupTile), end - q0));
-      __syncthreads();
-      for (int k = threadIdx.x; k < nq; k += blockDim.x) {
-        const int64_t p = second_order[q0 + k];
-        bool valid = p >= 0 && p < P;
-        if (valid) {
-          const int64_t i = a.pair_first[p];
-          valid = i >= 0 && i < a.n_atoms && a.pair_second[p] == j;
-          if (valid) {
-            int64_t rb, re;
-            detail::row_range(a.row_offsets, i, P, rb, re);
-            valid = p >= rb && p < re;
-          }
-        }
-        p_sh[k] = valid ? p : -1;
-      }
-      __syncthreads();
-      for (int k = 0; k < nq; ++k) {
-        const int64_t p = p_sh[k];
-        if (p < 0) continue;
-        const T* Cp = C + p * F;
-#pragma unroll
-        for (int u = 0; u < kOwned; ++u) {
-          const int64_t f = f0 + threadIdx.x + int64_t(u) * blockDim.x;
-          if (f < F) acc[u] += Cp[f];
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kOwned; ++u) {
-      const int64_t f = f0 + threadIdx.x + int64_t(u) * blockDim.x;
-      if (f < F) grad_z[j * F + f] = acc[u];
-    }
-  }
-}
-
 // Backward pass 3: out[v] = sum_i part[v * N + i] in a fixed tree (block (v, which), which 0: mu, 1: sigma).
 constexpr int kReduceThreads = 256;
 
@@ -592,11 +538,68 @@ bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
   return true;
 }
 
-// FASTDIPOLE_CUDA_ENVSUM_BACKWARD=warp selects the first backward kernel (one warp reduction per (pair, v));
-// unset or "tiled": the tiled one. Benchmarks compare the two.
-inline bool use_warp_backward() {
-  const char* env = std::getenv("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
-  return env != nullptr && std::strcmp(env, "warp") == 0;
+// Kernel selection for benchmarks and tests: FASTDIPOLE_CUDA_ENVSUM_FORWARD = lanes (default) | block,
+// FASTDIPOLE_CUDA_ENVSUM_BACKWARD = lanes (default) | tiled | warp. The lanes kernels take n_sens <= 32; for
+// more sensitivities the forward runs the block kernel and the backward the tiled one (warp if asked).
+inline std::string kernel_choice(const char* variable, const char* fallback) {
+  const char* env = std::getenv(variable);
+  return (env != nullptr && *env != '\0') ? std::string(env) : std::string(fallback);
+}
+
+constexpr int64_t lanes_max_sensitivities() { return 32; }
+
+template <int V>
+using IntConstant = std::integral_constant<int, V>;
+
+// Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 24 or 32 >= n_sens)
+// and CT the 32-feature columns per lane (2 for float rows wider than 32, else 1: double registers are twice
+// as wide).
+template <typename T, typename Launch>
+cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch) {
+  const bool wide = sizeof(T) == 4 && a.n_features > kWarp;
+  auto with_ct = [&](auto sv) -> cudaError_t {
+    if constexpr (sizeof(T) == 4) {
+      if (wide) return launch(sv, IntConstant<2>{});
+    }
+    return launch(sv, IntConstant<1>{});
+  };
+  if (a.n_sens <= 8) return with_ct(IntConstant<8>{});
+  if (a.n_sens <= 16) return with_ct(IntConstant<16>{});
+  if (a.n_sens <= 24) return with_ct(IntConstant<24>{});
+  return with_ct(IntConstant<32>{});
+}
+
+template <typename T, int SV, int CT>
+cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
+  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
+  const int64_t blocks = ceil_div(a.n_atoms * n_chunks, lanes::kForwardWarps);
+  if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
+  const unsigned threads = lanes::kForwardWarps * kWarp;
+  lanes::envsum_forward_lanes_kernel<T, SV, CT><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
+  return cudaGetLastError();
+}
+
+template <typename T, int SV, int CT>
+cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
+                                  double* part_sigma, cudaStream_t stream) {
+  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
+  const int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
+  const size_t shared = lanes::backward_shared_bytes<T, SV>(n_warps);
+  if (shared > kSharedBudget) return cudaErrorInvalidValue;
+  lanes::envsum_backward_lanes_kernel<T, SV, CT><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
+      a, grad_env, n_chunks, C, grad_r, part_mu, part_sigma);
+  return cudaGetLastError();
+}
+
+template <typename T, int CT>
+cudaError_t launch_featsum_lanes(const EnvsumArgs<T>& a, const int64_t* second_order, const int64_t* second_offsets,
+                                 const T* C, T* grad_z, cudaStream_t stream) {
+  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
+  const int64_t blocks = ceil_div(a.n_atoms * n_chunks, lanes::kForwardWarps);
+  if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
+  lanes::envsum_featsum_lanes_kernel<T, CT><<<unsigned(blocks), lanes::kForwardWarps * kWarp, 0, stream>>>(
+      a, second_order, second_offsets, C, n_chunks, grad_z);
+  return cudaGetLastError();
 }
 
 struct BackwardScratchLayout {
@@ -622,7 +625,11 @@ template <typename T>
 cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
   if (a.n_atoms == 0 || a.n_sens == 0 || a.n_features == 0) return cudaSuccess;
   if (a.n_sens > kMaxSensitivities) return cudaErrorInvalidValue;
-  // Register accumulators per thread: VT sensitivities; smaller groups give small-F layers more threads.
+  if (a.n_sens <= lanes_max_sensitivities() && kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FORWARD", "lanes") == "lanes") {
+    return dispatch_lanes(a, [&](auto sv, auto ct) { return launch_forward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, env, stream); });
+  }
+  // Block kernel: register accumulators per thread for VT sensitivities; smaller groups give small-F layers
+  // more threads.
   const int64_t S = a.n_sens, F = a.n_features;
   int vt = S > 16 ? 32 : (S > 8 ? 16 : (S > 4 ? 8 : 4));
   while (vt > 4 && F * ceil_div(S, vt) < 128) vt /= 2;
@@ -674,27 +681,38 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   auto* part_mu = reinterpret_cast<double*>(base + layout.part_mu);
   auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
 
+  const std::string backward = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", "lanes");
+  T* C_or_null = grad_z != nullptr ? C : nullptr;
   TiledPlan plan;
-  if (!use_warp_backward() && tiled_plan(a, plan)) {
+  if (S <= lanes_max_sensitivities() && backward == "lanes") {
+    err = dispatch_lanes(a, [&](auto sv, auto ct) {
+      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
+    });
+  } else if (backward != "warp" && tiled_plan(a, plan)) {
     const size_t shared = tiled_shared_bytes<T>(S, plan.tile, plan.fc);
     envsum_backward_tiled_kernel<T><<<unsigned(N), plan.threads, shared, stream>>>(
-        a, grad_env, plan.tile, plan.fc, grad_z != nullptr ? C : nullptr, grad_r, part_mu, part_sigma);
+        a, grad_env, plan.tile, plan.fc, C_or_null, grad_r, part_mu, part_sigma);
+    err = cudaGetLastError();
   } else {
     const int threads = backward_threads(a);
     const int tile = backward_tile(a, threads);
     if (tile < 1) return cudaErrorInvalidValue;
     const size_t shared = backward_shared_bytes<T>(S, tile, threads / kWarp);
-    envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(
-        a, grad_env, tile, grad_z != nullptr ? C : nullptr, grad_r, part_mu, part_sigma);
+    envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(a, grad_env, tile, C_or_null, grad_r,
+                                                                            part_mu, part_sigma);
+    err = cudaGetLastError();
   }
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  if (err != cudaSuccess) return err;
 
   if (grad_z != nullptr) {
-    // featsum: about one feature per thread (up to 4 per thread for F > 256).
-    const int fs_threads = int(std::min<int64_t>(kMaxThreads, round_up(F, kWarp)));
-    envsum_backward_featsum_kernel<T><<<unsigned(N), fs_threads, 0, stream>>>(a, second_order, second_offsets, C,
-                                                                             grad_z);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    // featsum: one warp per (sender, 32 or 64 features)
+    if constexpr (sizeof(T) == 4) {
+      err = F > kWarp ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)
+                      : launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
+    } else {
+      err = launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
+    }
+    if (err != cudaSuccess) return err;
   }
 
   if (grad_mu == nullptr && grad_sigma == nullptr) return cudaSuccess;

@@ -380,10 +380,16 @@ int main(int argc, char** argv) {
   check_neighbors<double>(m, "float64");
   std::fprintf(stderr, "neighbor pairs %.1f s\n", lap());
   // Envsum on the first small molecules only (the emulator runs one fiber per CUDA thread: keep it small);
-  // {n_sens, n_features, atom budget}: the QM9 layer, the one-hot layer, F = 1, many sensitivities (the
-  // 4-warp backward; small tiles: rows span several), more features than threads (several features per
-  // thread, featsum chunks), and so many features that the float64 forward cannot stage them (global reads).
-  const int64_t shapes[][3] = {{20, 32, 120}, {5, 3, 120}, {3, 1, 120}, {70, 40, 40}, {7, 300, 30}, {3, 900, 12}};
+  // {n_sens, n_features, atom budget, merged}: the QM9 layer, the one-hot layer, F = 1, many sensitivities
+  // (beyond the lanes kernels: the block forward and the 4-warp backward; small tiles: rows span several),
+  // each register width of the lanes kernels (8, 16, 24, 32 sensitivities; one and two feature columns per
+  // lane, partly idle), more features than threads (several features per thread, several chunks per warp,
+  // featsum chunks), and so many features that the float64 block forward cannot stage them (global reads).
+  // merged = 1 puts the molecules' atoms into one molecule: the overlapping molecules give rows of more
+  // than 32 pairs (several pair tiles per row).
+  const int64_t shapes[][4] = {{20, 32, 120, 0}, {5, 3, 120, 0},  {3, 1, 120, 0},   {70, 40, 40, 0},
+                               {16, 60, 60, 0},  {32, 33, 40, 0}, {20, 128, 60, 1}, {7, 300, 30, 0},
+                               {3, 900, 12, 0}};
   for (const auto& s : shapes) {
     Molecules small;
     small.offsets.push_back(0);
@@ -391,6 +397,16 @@ int main(int argc, char** argv) {
       if (m.offsets[k + 1] - m.offsets[k] > 60) continue;
       small.R.insert(small.R.end(), m.R.begin() + 3 * m.offsets[k], m.R.begin() + 3 * m.offsets[k + 1]);
       small.offsets.push_back(small.offsets.back() + (m.offsets[k + 1] - m.offsets[k]));
+    }
+    if (s[3] == 1) {
+      small.offsets = {0, small.n_atoms()};
+      const Pairs merged = cpu_pairs(small.R, small, 6.5);
+      int64_t longest = 0;
+      for (size_t i = 0; i + 1 < merged.row.size(); ++i) longest = std::max(longest, merged.row[i + 1] - merged.row[i]);
+      if (longest <= 32) {
+        std::fprintf(stderr, "FAIL merged molecules: longest row has %lld pairs, want > 32\n", (long long)longest);
+        ++failures;
+      }
     }
     check_envsum<float>(small, s[0], s[1], "float32");
     check_envsum<double>(small, s[0], s[1], "float64");

@@ -65,6 +65,16 @@ template <typename T>
 inline T min(T a, T b) { return b < a ? b : a; }
 template <typename T>
 inline T max(T a, T b) { return a < b ? b : a; }
+inline void sincospif(float x, float* s, float* c) {  // reference: sin / cos of pi x in double, rounded
+  const double a = 3.14159265358979323846 * double(x);
+  *s = float(std::sin(a));
+  *c = float(std::cos(a));
+}
+inline void sincospi(double x, double* s, double* c) {
+  const long double a = 3.14159265358979323846264338327950288L * (long double)x;
+  *s = double(std::sin(a));
+  *c = double(std::cos(a));
+}
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline float __fadd_rn(float a, float b) { return a + b; }  // built with -ffp-contract=off: never fused
 inline float __fmul_rn(float a, float b) { return a * b; }

@@ -1,0 +1,396 @@
+// Feature-lane envsum kernels (the default for n_sens <= 32), included by envsum.cu inside its anonymous
+// namespace. One warp per (receiving atom i, chunk of 32 * CT features): lane l owns the features
+// f = f0 + l + 32 c (c < CT) and every sensitivity v < S <= SV, so the forward's accumulators and the
+// backward's grad_env values live in registers for the whole row, and each sender's feature row is read
+// once per pair with coalesced 128-byte loads. The pairs of a row come in tiles of 32: lane k stages pair k
+// (sender, 1/r, cutoff factor, its SV sensitivities) in shared memory, after which every lane reads them as
+// broadcasts. The forward needs no block-wide barrier at all.
+//
+// Same arithmetic and summation order per output element as the other kernels (pairs in order, dropped
+// terms skipped), so results are deterministic; only the backward's sums over features use a different
+// (fixed) tree than the CPU's left-to-right loop.
+#pragma once
+
+namespace lanes {
+
+constexpr int kForwardWarps = 4;  // warps per block of the forward (independent tasks)
+constexpr int kMaxBackwardWarps = 4;  // feature chunks of one atom that run side by side in a backward block
+constexpr int kPairBatch = 4;     // forward: feature rows of this many pairs in flight per lane
+
+// Per-tile staging of up to 32 pairs of one row. Rows k >= nk (and invalid pairs) have j = -1 and s = 0.
+template <typename T, int SV>
+struct alignas(16) PairTile {
+  T s[kWarp][SV];  // s_v of pair k, 0 where dropped (s <= 1e-10, r > cutoff), v >= S, or pair invalid
+  T inv_r[kWarp];
+  T cut[kWarp];    // cutoff factor; -1 marks "no sensitivities" (invalid pair or r > cutoff)
+  T dcut[kWarp];   // its derivative d/dr
+  int64_t j[kWarp];  // sender, -1 for an invalid or missing pair
+};
+
+// Lane k of one warp stages pair p0 + k of row i (k < nk) and zeroes rows nk..31; the caller syncs after.
+// A pair counts when pair_first[p] == i and its sender is in range (as in every envsum kernel); one with
+// r > cutoff keeps its sender (the backward writes its zero featsum term) but gets no sensitivities.
+template <typename T, int SV>
+__device__ __forceinline__ void stage_tile(const EnvsumArgs<T>& a, int64_t i, int64_t p0, int nk, int lane,
+                                           PairTile<T, SV>& t) {
+  const int S = int(a.n_sens);
+  const T cutoff = T(a.cutoff);
+  int64_t j = -1;
+  T inv_r = T(0), c = T(-1), dc = T(0);
+  if (lane < nk) {
+    const int64_t p = p0 + lane;
+    const int64_t jj = a.pair_second[p];
+    if (a.pair_first[p] == i && jj >= 0 && jj < a.n_atoms) {
+      j = jj;
+      const T rp = a.r[p];
+      if (!(rp > cutoff)) {  // r <= cutoff or NaN, as the CPU kernels
+        inv_r = T(1) / rp;
+        detail::cutoff_value_and_derivative(rp, cutoff, c, dc);
+      }
+    }
+  }
+  t.j[lane] = j;
+  t.inv_r[lane] = inv_r;
+  t.cut[lane] = c;
+  t.dcut[lane] = dc;
+#pragma unroll
+  for (int u = 0; u < SV; ++u) {
+    T s = T(0);
+    // 1 / mu and -0.5 sigma^2 as the hoisted CPU kernels round them
+    if (u < S && c != T(-1)) s = detail::active_sensitivity(inv_r, T(1) / a.mu[u], neg_half_square(a.sigma[u]), c);
+    t.s[lane][u] = s;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Forward: env[i, v, f] = sum over the row's pairs k (in order) of s[k][v] z[j_k, f], dropped terms skipped.
+// Block: kForwardWarps independent warps; warp task = i * n_chunks + chunk.
+// ---------------------------------------------------------------------------------------------------------
+template <typename T, int SV, int CT>
+__global__ void __launch_bounds__(kForwardWarps * kWarp, 1)  // 1: ptxas may use every register it wants
+    envsum_forward_lanes_kernel(const EnvsumArgs<T> a, int64_t n_chunks, T* __restrict__ env) {
+  __shared__ PairTile<T, SV> tiles[kForwardWarps];
+  const int warp = int(threadIdx.x) / kWarp, lane = int(threadIdx.x) % kWarp;
+  const int64_t task = int64_t(blockIdx.x) * kForwardWarps + warp;
+  if (task >= a.n_atoms * n_chunks) return;  // the whole warp
+  const int64_t S = a.n_sens, F = a.n_features;
+  const int64_t i = task / n_chunks;
+  const int64_t f0 = (task - i * n_chunks) * (kWarp * CT) + lane;  // this lane's first feature
+  PairTile<T, SV>& t = tiles[warp];
+  int64_t begin, end;
+  detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
+
+  T acc[SV][CT];
+#pragma unroll
+  for (int u = 0; u < SV; ++u) {
+#pragma unroll
+    for (int c = 0; c < CT; ++c) acc[u][c] = T(0);
+  }
+  for (int64_t p0 = begin; p0 < end; p0 += kWarp) {
+    const int nk = int(min(int64_t(kWarp), end - p0));
+    __syncwarp();  // the previous tile is consumed
+    stage_tile(a, i, p0, nk, lane, t);
+    __syncwarp();
+    for (int k0 = 0; k0 < nk; k0 += kPairBatch) {  // rows past nk are zero: no tail loop needed
+      T zv[kPairBatch][CT];
+#pragma unroll
+      for (int q = 0; q < kPairBatch; ++q) {
+        const int64_t j = t.j[k0 + q];
+#pragma unroll
+        for (int c = 0; c < CT; ++c) {
+          const int64_t f = f0 + kWarp * c;
+          zv[q][c] = (j >= 0 && f < F) ? a.z[j * F + f] : T(0);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kPairBatch; ++q) {
+#pragma unroll
+        for (int u = 0; u < SV; ++u) {
+          const T s = t.s[k0 + q][u];
+#pragma unroll
+          for (int c = 0; c < CT; ++c) acc[u][c] = (s != T(0)) ? acc[u][c] + s * zv[q][c] : acc[u][c];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < SV; ++u) {
+    if (u >= S) break;
+#pragma unroll
+    for (int c = 0; c < CT; ++c) {
+      const int64_t f = f0 + kWarp * c;
+      if (f < F) env[(i * S + u) * F + f] = acc[u][c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sum over the 32 lanes of each of P values d[0..P) (P = 8, 16 or 32) in P - 1 + 5 - log2(P) shuffles
+// instead of 5 P: at each of the first log2(P) steps a lane keeps half of its values, swaps the other half
+// with its partner and adds, so the values get spread over the lanes. On return, lane l holds the total of
+// value l >> (5 - log2 P) (every lane with the same value index gets the same bits).
+// ---------------------------------------------------------------------------------------------------------
+template <int P>
+struct Log2 {
+  static constexpr int value = P == 8 ? 3 : (P == 16 ? 4 : 5);
+  static_assert(P == 8 || P == 16 || P == 32, "transposing warp sum of 8, 16 or 32 values");
+};
+
+// One halving step: N values -> N / 2, exchanged with the lane OFFSET away (indices are compile-time, so
+// d stays in registers).
+template <typename T, int N, int OFFSET, int P>
+__device__ __forceinline__ void transpose_halve(T (&d)[P], int lane) {
+  const bool upper = (lane & OFFSET) != 0;
+#pragma unroll
+  for (int m = 0; m < N / 2; ++m) {
+    const T send = upper ? d[m] : d[m + N / 2];
+    const T keep = upper ? d[m + N / 2] : d[m];
+    d[m] = keep + __shfl_xor_sync(detail::kFullMask, send, OFFSET);
+  }
+}
+
+template <typename T, int P>
+__device__ __forceinline__ T warp_transpose_sum(T (&d)[P], int lane) {
+  constexpr int L = Log2<P>::value;
+  if constexpr (P == 32) transpose_halve<T, 32, 16>(d, lane);
+  if constexpr (P >= 16) transpose_halve<T, 16, (16 >> (L - 4))>(d, lane);
+  transpose_halve<T, 8, (16 >> (L - 3))>(d, lane);
+  transpose_halve<T, 4, (16 >> (L - 2))>(d, lane);
+  transpose_halve<T, 2, (16 >> (L - 1))>(d, lane);
+#pragma unroll
+  for (int offset = 16 >> L; offset >= 1; offset /= 2) d[0] += __shfl_xor_sync(detail::kFullMask, d[0], offset);
+  return d[0];
+}
+
+template <int SV>
+struct PaddedValues {  // values of the transposing warp sum: SV rounded up to 8, 16 or 32
+  static constexpr int value = SV <= 8 ? 8 : (SV <= 16 ? 16 : 32);
+};
+
+// Shared memory of the backward: PairTile | red[W][32][SV] (T): each warp's dS partials of the tile.
+template <typename T, int SV>
+size_t backward_shared_bytes(int n_warps) {
+  return sizeof(PairTile<T, SV>) + sizeof(T) * size_t(n_warps) * kWarp * SV;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Backward pass 1: block per receiving atom i with W warps; warp w takes feature chunks w, w + W, ... and
+// holds grad_env[i, :, chunk] in registers. Per tile of 32 pairs (staged by warp 0), for each pair k:
+//   C[p, f]   = sum_v s[k][v] dE[v, f]            (lane's features; v in order, dropped terms skipped)
+//   dS[k, v] += sum_f dE[v, f] z[j_k, f]          (lane's features, then a transposing warp sum; chunks of
+//                                                  a warp in order, then warps in order)
+// then, per tile: grad_r[p] = sum_v dS ds/dr (one thread per pair, v in order) and this atom's grad_mu /
+// grad_sigma partials (one thread per v, pairs in order, double), as finish_tile computes them.
+// ---------------------------------------------------------------------------------------------------------
+template <typename T, int SV, int CT>
+__global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
+    envsum_backward_lanes_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int64_t n_chunks,
+                                 T* __restrict__ C, T* __restrict__ grad_r, double* __restrict__ part_mu,
+                                 double* __restrict__ part_sigma) {
+  constexpr int P = PaddedValues<SV>::value;
+  constexpr int kShift = 5 - Log2<P>::value;  // lane l holds value l >> kShift after the warp sum
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  PairTile<T, SV>& t = *reinterpret_cast<PairTile<T, SV>*>(shared_raw);
+  T* red = reinterpret_cast<T*>(shared_raw + sizeof(PairTile<T, SV>));  // [W][32][SV]
+
+  const int n_warps = int(blockDim.x) / kWarp;
+  const int warp = int(threadIdx.x) / kWarp, lane = int(threadIdx.x) % kWarp;
+  const int S = int(a.n_sens);
+  const int64_t F = a.n_features, N = a.n_atoms;
+  const int64_t i = blockIdx.x;
+  const T* dE_i = dE + i * S * F;
+  T* red_w = red + warp * kWarp * SV;
+
+  // grad_env of the chunk this warp holds, loaded after the staging (loading it before would keep it live
+  // across the staging's out-of-line sin/cos slow path, which makes ptxas spill)
+  T g[SV][CT];
+  int64_t held = -1;
+#define FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk)                         \
+  do {                                                                \
+    const int64_t gf0 = (chunk) * (kWarp * CT) + lane;                \
+    _Pragma("unroll") for (int u = 0; u < SV; ++u) {                  \
+      _Pragma("unroll") for (int c = 0; c < CT; ++c) {                \
+        const int64_t f = gf0 + kWarp * c;                            \
+        g[u][c] = (u < S && f < F) ? dE_i[u * F + f] : T(0);          \
+      }                                                               \
+    }                                                                 \
+    held = (chunk);                                                   \
+  } while (0)
+  double gm = 0.0, gs = 0.0;  // thread v < S: this atom's grad_mu / grad_sigma partials of s_v
+  int64_t begin, end;
+  detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
+  for (int64_t p0 = begin; p0 < end; p0 += kWarp) {
+    const int nk = int(min(int64_t(kWarp), end - p0));
+    __syncthreads();  // the previous tile is consumed
+    if (warp == 0) stage_tile(a, i, p0, nk, lane, t);
+    __syncthreads();
+
+    for (int64_t chunk = warp; chunk < n_chunks; chunk += n_warps) {
+      if (held != chunk) FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk);
+      const int64_t f0 = chunk * (kWarp * CT) + lane;
+      const bool first_chunk = chunk == warp;
+      // sender features of pair k (zero for an invalid pair), one pair ahead
+      auto load_z = [&](int k, T (&zv)[CT]) {
+        const int64_t j = t.j[k];
+#pragma unroll
+        for (int c = 0; c < CT; ++c) {
+          const int64_t f = f0 + kWarp * c;
+          zv[c] = (j >= 0 && f < F) ? a.z[j * F + f] : T(0);
+        }
+      };
+      T z_next[CT];
+      load_z(0, z_next);
+      for (int k = 0; k < nk; ++k) {
+        T zv[CT];
+#pragma unroll
+        for (int c = 0; c < CT; ++c) zv[c] = z_next[c];
+        if (k + 1 < nk) load_z(k + 1, z_next);
+        if (t.j[k] < 0) continue;  // uniform over the warp
+        const T* sk = t.s[k];
+        if (C != nullptr) {
+#pragma unroll
+          for (int c = 0; c < CT; ++c) {
+            T cv = T(0);
+#pragma unroll
+            for (int u = 0; u < SV; ++u) {
+              const T s = sk[u];
+              if (s != T(0)) cv += s * g[u][c];
+            }
+            const int64_t f = f0 + kWarp * c;
+            if (f < F) C[(p0 + k) * F + f] = cv;
+          }
+        }
+        T d[P];
+#pragma unroll
+        for (int u = 0; u < P; ++u) {
+          T acc = T(0);
+          if (u < SV) {
+#pragma unroll
+            for (int c = 0; c < CT; ++c) acc += g[u < SV ? u : 0][c] * zv[c];
+          }
+          d[u] = acc;
+        }
+        const T total = warp_transpose_sum<T, P>(d, lane);
+        const int v = lane >> kShift;
+        if ((lane & ((1 << kShift) - 1)) == 0 && v < S) {
+          T* slot = red_w + k * SV + v;
+          *slot = first_chunk ? total : *slot + total;
+        }
+      }
+    }
+    __syncthreads();  // every warp's dS partials of the tile are in red
+
+    // dS of the active (pair, v) terms: warps summed in order (into red[0]; each element has one owner).
+    for (int idx = int(threadIdx.x); idx < nk * S; idx += int(blockDim.x)) {
+      const int k = idx / S, v = idx - k * S;
+      if (t.j[k] < 0 || t.s[k][v] == T(0)) continue;
+      T dS = red[k * SV + v];
+      for (int w = 1; w < n_warps && w < n_chunks; ++w) dS += red[(w * kWarp + k) * SV + v];
+      red[k * SV + v] = dS;
+    }
+    __syncthreads();
+
+    // grad_r of the tile's pairs (v in order) and the grad_mu / grad_sigma partials (pairs in order, double)
+    // from the derivatives of s, recomputed here from the staged 1/r and cutoff factors.
+    auto derivatives = [&](int k, int v, T& ds_dr, T& ds_dmu, T& ds_dsigma) {
+      const T inv_mu = T(1) / a.mu[v];
+      const T g_v = exp(gaussian_exponent(t.inv_r[k], inv_mu, neg_half_square(a.sigma[v])));
+      sensitivity_gradients_inv_mu(t.inv_r[k], inv_mu, a.sigma[v], g_v, t.cut[k], t.dcut[k], ds_dr, ds_dmu,
+                                   ds_dsigma);
+    };
+    for (int k = int(threadIdx.x); grad_r != nullptr && k < nk; k += int(blockDim.x)) {
+      if (t.j[k] < 0) continue;
+      T gr = T(0);
+      for (int v = 0; v < S; ++v) {
+        if (t.s[k][v] == T(0)) continue;
+        T ds_dr, ds_dmu, ds_dsigma;
+        derivatives(k, v, ds_dr, ds_dmu, ds_dsigma);
+        gr += red[k * SV + v] * ds_dr;
+      }
+      grad_r[p0 + k] = gr;
+    }
+    for (int v = int(threadIdx.x); v < S; v += int(blockDim.x)) {  // S <= 32 <= blockDim: one v per thread
+      for (int k = 0; k < nk; ++k) {
+        if (t.j[k] < 0 || t.s[k][v] == T(0)) continue;
+        T ds_dr, ds_dmu, ds_dsigma;
+        derivatives(k, v, ds_dr, ds_dmu, ds_dsigma);
+        const double dS = double(red[k * SV + v]);
+        gm += dS * double(ds_dmu);
+        gs += dS * double(ds_dsigma);
+      }
+    }
+  }
+#undef FASTDIPOLE_LANES_LOAD_GRAD_ENV
+  if (int(threadIdx.x) < S) {
+    part_mu[int64_t(threadIdx.x) * N + i] = gm;
+    part_sigma[int64_t(threadIdx.x) * N + i] = gs;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Backward pass 2 (featsum): grad_z[j, f] = sum of C[p, f] over the pairs p sent by j, in ascending p. One
+// warp per (sender j, chunk of 32 * CT features); lane q stages the q-th pair of the group (after the same
+// validity test as pass 1, -1 when it fails), then kPairBatch rows of C are in flight per lane.
+// ---------------------------------------------------------------------------------------------------------
+template <typename T, int CT>
+__global__ void __launch_bounds__(kForwardWarps * kWarp)
+    envsum_featsum_lanes_kernel(const EnvsumArgs<T> a, const int64_t* __restrict__ second_order,
+                                const int64_t* __restrict__ second_offsets, const T* __restrict__ C,
+                                int64_t n_chunks, T* __restrict__ grad_z) {
+  __shared__ int64_t p_sh[kForwardWarps][kWarp];
+  const int warp = int(threadIdx.x) / kWarp, lane = int(threadIdx.x) % kWarp;
+  const int64_t task = int64_t(blockIdx.x) * kForwardWarps + warp;
+  if (task >= a.n_atoms * n_chunks) return;  // the whole warp
+  const int64_t F = a.n_features, P = a.n_pairs;
+  const int64_t j = task / n_chunks;
+  const int64_t f0 = (task - j * n_chunks) * (kWarp * CT) + lane;
+  int64_t* ps = p_sh[warp];
+  int64_t begin, end;
+  detail::row_range(second_offsets, j, P, begin, end);
+  T acc[CT];
+#pragma unroll
+  for (int c = 0; c < CT; ++c) acc[c] = T(0);
+  for (int64_t q0 = begin; q0 < end; q0 += kWarp) {
+    const int nq = int(min(int64_t(kWarp), end - q0));
+    __syncwarp();
+    int64_t mine = -1;
+    if (lane < nq) {
+      const int64_t p = second_order[q0 + lane];
+      if (p >= 0 && p < P) {
+        const int64_t i = a.pair_first[p];
+        if (i >= 0 && i < a.n_atoms && a.pair_second[p] == j) {
+          int64_t rb, re;
+          detail::row_range(a.row_offsets, i, P, rb, re);
+          if (p >= rb && p < re) mine = p;
+        }
+      }
+    }
+    ps[lane] = mine;
+    __syncwarp();
+    for (int k0 = 0; k0 < nq; k0 += kPairBatch) {  // staged entries past nq are -1
+      T cv[kPairBatch][CT];
+#pragma unroll
+      for (int q = 0; q < kPairBatch; ++q) {
+        const int64_t p = ps[k0 + q];
+#pragma unroll
+        for (int c = 0; c < CT; ++c) {
+          const int64_t f = f0 + kWarp * c;
+          cv[q][c] = (p >= 0 && f < F) ? C[p * F + f] : T(0);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kPairBatch; ++q) {
+        if (ps[k0 + q] < 0) continue;  // skipped, not added as 0 (as the CPU)
+#pragma unroll
+        for (int c = 0; c < CT; ++c) acc[c] += cv[q][c];
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < CT; ++c) {
+    const int64_t f = f0 + kWarp * c;
+    if (f < F) grad_z[j * F + f] = acc[c];
+  }
+}
+
+}  // namespace lanes
