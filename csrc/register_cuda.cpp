@@ -9,12 +9,8 @@
 // bounds-check every read instead (csrc/cuda/launchers.h), so malformed indices give wrong numbers but
 // never an out-of-bounds access. Validate once on the CPU op when in doubt.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/searchsorted.h>
-#include <ATen/ops/sort.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -183,20 +179,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
   // Pairs grouped by sending atom for featsum (only when grad_z is wanted): a stable sort keeps ascending
   // pair index inside a group, and group j is [second_offsets[j], second_offsets[j + 1]).
   Tensor second_order, second_offsets;
-  if (!output_mask[0]) {
-    // featsum is skipped: the launcher never reads the grouping.
-  } else if (in.r.numel() > 0) {
-    auto sorted = at::sort(in.pair_second, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-    const Tensor& sorted_second = std::get<0>(sorted);
-    second_order = std::get<1>(sorted).contiguous();
-    second_offsets =
-        at::searchsorted(sorted_second, at::arange(n_atoms + 1, in.pair_second.options()), /*out_int32=*/false,
-                         /*right=*/false)
-            .contiguous();
-  } else {
-    second_order = at::empty({0}, in.pair_second.options());
-    second_offsets = at::zeros({n_atoms + 1}, in.pair_second.options());
-  }
+  if (output_mask[0]) {
+    const int64_t n_pairs = in.r.numel();
+    TORCH_CHECK(n_pairs < int64_t(std::numeric_limits<int32_t>::max()), "fastdipole.", op,
+                ": at most 2^31 - 1 pairs on CUDA, got ", n_pairs);
+    second_order = at::empty({n_pairs}, in.pair_second.options());
+    second_offsets = at::empty({n_atoms + 1}, in.pair_second.options());
+    Tensor group_scratch = at::empty({int64_t(cuda::group_pairs_by_sender_scratch_bytes(n_pairs, n_atoms))},
+                                     in.z.options().dtype(at::kByte));
+    C10_CUDA_CHECK(cuda::group_pairs_by_sender(in.pair_second.data_ptr<int64_t>(), n_pairs, n_atoms,
+                                               group_scratch.data_ptr(), second_order.data_ptr<int64_t>(),
+                                               second_offsets.data_ptr<int64_t>(), current_stream(in.z)));
+  }  // else featsum is skipped: the launcher never reads the grouping
 
   // Outputs left out of output_mask come back undefined (None in Python); the launcher skips their work.
   Tensor grad_z = output_mask[0] ? at::empty_like(in.z) : Tensor();

@@ -44,6 +44,7 @@ message(STATUS "fastdipole: CUDA ${CUDAToolkit_VERSION}, architectures ${FASTDIP
 add_library(fastdipole_cuda_kernels STATIC
   csrc/cuda/neighbors.cu
   csrc/cuda/envsum.cu
+  csrc/cuda/pair_groups.cu
   csrc/cuda/dipole.cu)
 target_include_directories(fastdipole_cuda_kernels PUBLIC "${CMAKE_CURRENT_SOURCE_DIR}/csrc")
 set_target_properties(fastdipole_cuda_kernels PROPERTIES

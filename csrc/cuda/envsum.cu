@@ -538,15 +538,32 @@ bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
   return true;
 }
 
-// Kernel selection for benchmarks and tests: FASTDIPOLE_CUDA_ENVSUM_FORWARD = lanes (default) | block,
-// FASTDIPOLE_CUDA_ENVSUM_BACKWARD = lanes (default) | tiled | warp. The lanes kernels take n_sens <= 32; for
-// more sensitivities the forward runs the block kernel and the backward the tiled one (warp if asked).
-inline std::string kernel_choice(const char* variable, const char* fallback) {
+// Kernel selection. FASTDIPOLE_CUDA_ENVSUM_FORWARD = lanes | block and FASTDIPOLE_CUDA_ENVSUM_BACKWARD =
+// lanes | tiled | warp force a kernel (benchmarks and tests compare them); unset, the lanes kernels run
+// where they were measured fastest on an H200 (benchmarks/README.md): n_sens <= 32 and at least 16 features
+// (the one-hot layer's few features leave most lanes idle), and in the backward float32 only (in float64
+// the tiled kernel was faster). The lanes kernels never run for n_sens > 32, the lanes backward never in
+// float64.
+inline std::string kernel_choice(const char* variable) {
   const char* env = std::getenv(variable);
-  return (env != nullptr && *env != '\0') ? std::string(env) : std::string(fallback);
+  return (env != nullptr && *env != '\0') ? std::string(env) : std::string("auto");
 }
 
-constexpr int64_t lanes_max_sensitivities() { return 32; }
+constexpr int64_t kLanesMaxSensitivities = 32;
+constexpr int64_t kLanesMinFeatures = 16;
+
+template <typename T>
+bool use_lanes_forward(const EnvsumArgs<T>& a) {
+  if (a.n_sens > kLanesMaxSensitivities) return false;
+  const std::string choice = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FORWARD");
+  return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
+}
+
+template <typename T>
+bool use_lanes_backward(const EnvsumArgs<T>& a, const std::string& choice) {
+  if (sizeof(T) != 4 || a.n_sens > kLanesMaxSensitivities) return false;
+  return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
+}
 
 template <int V>
 using IntConstant = std::integral_constant<int, V>;
@@ -591,6 +608,20 @@ cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* 
   return cudaGetLastError();
 }
 
+// The lanes backward for any SV / CT; instantiated for float32 only (use_lanes_backward is false for float64).
+template <typename T>
+cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
+                                      double* part_sigma, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 4) {
+    return dispatch_lanes(a, [&](auto sv, auto ct) {
+      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_r, part_mu,
+                                                                                 part_sigma, stream);
+    });
+  } else {
+    return cudaErrorInvalidValue;
+  }
+}
+
 template <typename T, int CT>
 cudaError_t launch_featsum_lanes(const EnvsumArgs<T>& a, const int64_t* second_order, const int64_t* second_offsets,
                                  const T* C, T* grad_z, cudaStream_t stream) {
@@ -625,7 +656,7 @@ template <typename T>
 cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
   if (a.n_atoms == 0 || a.n_sens == 0 || a.n_features == 0) return cudaSuccess;
   if (a.n_sens > kMaxSensitivities) return cudaErrorInvalidValue;
-  if (a.n_sens <= lanes_max_sensitivities() && kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FORWARD", "lanes") == "lanes") {
+  if (use_lanes_forward(a)) {
     return dispatch_lanes(a, [&](auto sv, auto ct) { return launch_forward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, env, stream); });
   }
   // Block kernel: register accumulators per thread for VT sensitivities; smaller groups give small-F layers
@@ -681,13 +712,11 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   auto* part_mu = reinterpret_cast<double*>(base + layout.part_mu);
   auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
 
-  const std::string backward = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", "lanes");
+  const std::string backward = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
   T* C_or_null = grad_z != nullptr ? C : nullptr;
   TiledPlan plan;
-  if (S <= lanes_max_sensitivities() && backward == "lanes") {
-    err = dispatch_lanes(a, [&](auto sv, auto ct) {
-      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
-    });
+  if (use_lanes_backward(a, backward)) {
+    err = launch_backward_lanes_any(a, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
   } else if (backward != "warp" && tiled_plan(a, plan)) {
     const size_t shared = tiled_shared_bytes<T>(S, plan.tile, plan.fc);
     envsum_backward_tiled_kernel<T><<<unsigned(N), plan.threads, shared, stream>>>(

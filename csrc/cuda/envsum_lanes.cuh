@@ -17,19 +17,24 @@ constexpr int kForwardWarps = 4;  // warps per block of the forward (independent
 constexpr int kMaxBackwardWarps = 4;  // feature chunks of one atom that run side by side in a backward block
 constexpr int kPairBatch = 4;     // forward: feature rows of this many pairs in flight per lane
 
-// Per-tile staging of up to 32 pairs of one row. Rows k >= nk (and invalid pairs) have j = -1 and s = 0.
+// Per-tile staging of up to 32 pairs of one row. Rows k >= nk have j = -1; readers skip rows with j < 0
+// (their s are not written).
 template <typename T, int SV>
 struct alignas(16) PairTile {
-  T s[kWarp][SV];  // s_v of pair k, 0 where dropped (s <= 1e-10, r > cutoff), v >= S, or pair invalid
+  T s[kWarp][SV];  // s_v of pair k, 0 where dropped (s <= 1e-10, r > cutoff) or v >= S
   T inv_r[kWarp];
-  T cut[kWarp];    // cutoff factor; -1 marks "no sensitivities" (invalid pair or r > cutoff)
+  T cut[kWarp];    // cutoff factor; -1 marks "no sensitivities" (r > cutoff)
   T dcut[kWarp];   // its derivative d/dr
+  T inv_mu[SV];    // 1 / mu_v and -0.5 sigma_v^2, rounded as the hoisted CPU kernels round them
+  T nhs2[SV];
   int64_t j[kWarp];  // sender, -1 for an invalid or missing pair
 };
 
-// Lane k of one warp stages pair p0 + k of row i (k < nk) and zeroes rows nk..31; the caller syncs after.
-// A pair counts when pair_first[p] == i and its sender is in range (as in every envsum kernel); one with
-// r > cutoff keeps its sender (the backward writes its zero featsum term) but gets no sensitivities.
+// One warp stages pairs [p0, p0 + nk) of row i (nk <= 32); the caller syncs after. Lane k reads pair k; a
+// pair counts when pair_first[p] == i and its sender is in range (as in every envsum kernel); one with
+// r > cutoff keeps its sender (the backward writes its zero featsum term) but gets no sensitivities. The
+// nk x SV sensitivities are then spread over all 32 lanes (rows of ~14 pairs would leave half the lanes
+// idle).
 template <typename T, int SV>
 __device__ __forceinline__ void stage_tile(const EnvsumArgs<T>& a, int64_t i, int64_t p0, int nk, int lane,
                                            PairTile<T, SV>& t) {
@@ -53,12 +58,17 @@ __device__ __forceinline__ void stage_tile(const EnvsumArgs<T>& a, int64_t i, in
   t.inv_r[lane] = inv_r;
   t.cut[lane] = c;
   t.dcut[lane] = dc;
-#pragma unroll
-  for (int u = 0; u < SV; ++u) {
-    T s = T(0);
-    // 1 / mu and -0.5 sigma^2 as the hoisted CPU kernels round them
-    if (u < S && c != T(-1)) s = detail::active_sensitivity(inv_r, T(1) / a.mu[u], neg_half_square(a.sigma[u]), c);
-    t.s[lane][u] = s;
+  if (lane < SV) {
+    t.inv_mu[lane] = lane < S ? T(1) / a.mu[lane] : T(0);
+    t.nhs2[lane] = lane < S ? neg_half_square(a.sigma[lane]) : T(0);
+  }
+  __syncwarp();
+  for (int e = lane; e < nk * SV; e += kWarp) {
+    const int k = e / SV, u = e - k * SV;  // SV is a compile-time constant: no division
+    const T ck = t.cut[k];
+    t.s[k][u] = (u < S && t.j[k] >= 0 && ck != T(-1))
+                    ? detail::active_sensitivity(t.inv_r[k], t.inv_mu[u], t.nhs2[u], ck)
+                    : T(0);
   }
 }
 
@@ -91,7 +101,7 @@ __global__ void __launch_bounds__(kForwardWarps * kWarp, 1)  // 1: ptxas may use
     __syncwarp();  // the previous tile is consumed
     stage_tile(a, i, p0, nk, lane, t);
     __syncwarp();
-    for (int k0 = 0; k0 < nk; k0 += kPairBatch) {  // rows past nk are zero: no tail loop needed
+    for (int k0 = 0; k0 < nk; k0 += kPairBatch) {  // rows past nk have j = -1: no tail loop needed
       T zv[kPairBatch][CT];
 #pragma unroll
       for (int q = 0; q < kPairBatch; ++q) {
@@ -104,6 +114,7 @@ __global__ void __launch_bounds__(kForwardWarps * kWarp, 1)  // 1: ptxas may use
       }
 #pragma unroll
       for (int q = 0; q < kPairBatch; ++q) {
+        if (t.j[k0 + q] < 0) continue;  // uniform over the warp; also the rows past nk
 #pragma unroll
         for (int u = 0; u < SV; ++u) {
           const T s = t.s[k0 + q][u];
@@ -167,10 +178,11 @@ struct PaddedValues {  // values of the transposing warp sum: SV rounded up to 8
   static constexpr int value = SV <= 8 ? 8 : (SV <= 16 ? 16 : 32);
 };
 
-// Shared memory of the backward: PairTile | red[W][32][SV] (T): each warp's dS partials of the tile.
+// Shared memory of the backward: PairTile | red[W][32][SV] (each warp's dS partials of the tile) |
+// ds_dr, ds_dmu, ds_dsigma [32][SV]  (T)
 template <typename T, int SV>
 size_t backward_shared_bytes(int n_warps) {
-  return sizeof(PairTile<T, SV>) + sizeof(T) * size_t(n_warps) * kWarp * SV;
+  return sizeof(PairTile<T, SV>) + sizeof(T) * size_t(n_warps + 3) * kWarp * SV;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -192,8 +204,11 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
   extern __shared__ __align__(16) unsigned char shared_raw[];
   PairTile<T, SV>& t = *reinterpret_cast<PairTile<T, SV>*>(shared_raw);
   T* red = reinterpret_cast<T*>(shared_raw + sizeof(PairTile<T, SV>));  // [W][32][SV]
-
   const int n_warps = int(blockDim.x) / kWarp;
+  T* ds_dr_sh = red + n_warps * kWarp * SV;  // [32][SV] each
+  T* ds_dmu_sh = ds_dr_sh + kWarp * SV;
+  T* ds_dsigma_sh = ds_dmu_sh + kWarp * SV;
+
   const int warp = int(threadIdx.x) / kWarp, lane = int(threadIdx.x) % kWarp;
   const int S = int(a.n_sens);
   const int64_t F = a.n_features, N = a.n_atoms;
@@ -280,43 +295,36 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
     }
     __syncthreads();  // every warp's dS partials of the tile are in red
 
-    // dS of the active (pair, v) terms: warps summed in order (into red[0]; each element has one owner).
+    // Per active (pair, v) term, spread over the block: dS (warps summed in order, into red[0]; each
+    // element has one owner) and the derivatives of s from the staged 1/r and cutoff factors.
     for (int idx = int(threadIdx.x); idx < nk * S; idx += int(blockDim.x)) {
       const int k = idx / S, v = idx - k * S;
       if (t.j[k] < 0 || t.s[k][v] == T(0)) continue;
       T dS = red[k * SV + v];
       for (int w = 1; w < n_warps && w < n_chunks; ++w) dS += red[(w * kWarp + k) * SV + v];
       red[k * SV + v] = dS;
+      const T g_v = exp(gaussian_exponent(t.inv_r[k], t.inv_mu[v], t.nhs2[v]));
+      sensitivity_gradients_inv_mu(t.inv_r[k], t.inv_mu[v], a.sigma[v], g_v, t.cut[k], t.dcut[k],
+                                   ds_dr_sh[k * SV + v], ds_dmu_sh[k * SV + v], ds_dsigma_sh[k * SV + v]);
     }
     __syncthreads();
 
-    // grad_r of the tile's pairs (v in order) and the grad_mu / grad_sigma partials (pairs in order, double)
-    // from the derivatives of s, recomputed here from the staged 1/r and cutoff factors.
-    auto derivatives = [&](int k, int v, T& ds_dr, T& ds_dmu, T& ds_dsigma) {
-      const T inv_mu = T(1) / a.mu[v];
-      const T g_v = exp(gaussian_exponent(t.inv_r[k], inv_mu, neg_half_square(a.sigma[v])));
-      sensitivity_gradients_inv_mu(t.inv_r[k], inv_mu, a.sigma[v], g_v, t.cut[k], t.dcut[k], ds_dr, ds_dmu,
-                                   ds_dsigma);
-    };
+    // grad_r of the tile's pairs (v in order) and this atom's grad_mu / grad_sigma partials (pairs in
+    // order, double), as finish_tile sums them.
     for (int k = int(threadIdx.x); grad_r != nullptr && k < nk; k += int(blockDim.x)) {
       if (t.j[k] < 0) continue;
       T gr = T(0);
       for (int v = 0; v < S; ++v) {
-        if (t.s[k][v] == T(0)) continue;
-        T ds_dr, ds_dmu, ds_dsigma;
-        derivatives(k, v, ds_dr, ds_dmu, ds_dsigma);
-        gr += red[k * SV + v] * ds_dr;
+        if (t.s[k][v] != T(0)) gr += red[k * SV + v] * ds_dr_sh[k * SV + v];
       }
       grad_r[p0 + k] = gr;
     }
     for (int v = int(threadIdx.x); v < S; v += int(blockDim.x)) {  // S <= 32 <= blockDim: one v per thread
       for (int k = 0; k < nk; ++k) {
         if (t.j[k] < 0 || t.s[k][v] == T(0)) continue;
-        T ds_dr, ds_dmu, ds_dsigma;
-        derivatives(k, v, ds_dr, ds_dmu, ds_dsigma);
         const double dS = double(red[k * SV + v]);
-        gm += dS * double(ds_dmu);
-        gs += dS * double(ds_dsigma);
+        gm += dS * double(ds_dmu_sh[k * SV + v]);
+        gs += dS * double(ds_dsigma_sh[k * SV + v]);
       }
     }
   }

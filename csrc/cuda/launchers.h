@@ -121,6 +121,15 @@ constexpr int64_t kMaxSensitivities = 256;
 template <typename T>
 cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& args, T* env, cudaStream_t stream);
 
+// Pairs grouped by sending atom, the grouping gaussian_envsum_backward takes: order (n_pairs,) lists the pair
+// indices by ascending pair_second, ascending index inside a group (a stable sort); offsets (n_atoms + 1,)
+// delimits the groups (pairs whose sender is outside [0, n_atoms) come after offsets[n_atoms]). A CUB radix
+// sort of 32-bit keys over only the bits n_atoms needs. Needs n_pairs < 2^31 (cudaErrorInvalidValue
+// otherwise) and device scratch of group_pairs_by_sender_scratch_bytes(n_pairs, n_atoms) bytes.
+size_t group_pairs_by_sender_scratch_bytes(int64_t n_pairs, int64_t n_atoms);
+cudaError_t group_pairs_by_sender(const int64_t* pair_second, int64_t n_pairs, int64_t n_atoms, void* scratch,
+                                  int64_t* order, int64_t* offsets, cudaStream_t stream);
+
 // Device scratch gaussian_envsum_backward needs (bytes).
 template <typename T>
 size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& args);
