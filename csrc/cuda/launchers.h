@@ -115,9 +115,11 @@ struct EnvsumArgs {
 // Largest n_sens the envsum kernels accept (their per-block shared memory holds a tile of pairs x n_sens).
 constexpr int64_t kMaxSensitivities = 256;
 
-// env: (n_atoms, n_sens, n_features), fully written. One block per receiving atom, one thread per
-// (feature, group of sensitivities) with the group's accumulators in registers, the sensitivities of a
-// tile of pairs computed once into shared memory; each neighbour feature row is read once per pair.
+// env: (n_atoms, n_sens, n_features), fully written; each neighbour feature row is read once per pair.
+// Default for n_sens <= 32 and n_features >= 16 (envsum_lanes.cuh): one warp per (receiving atom, chunk of
+// 32 or 64 features), every lane's accumulators for all sensitivities in registers, the sensitivities of
+// a tile of 32 pairs staged in shared memory by the warp. Otherwise (or FASTDIPOLE_CUDA_ENVSUM_FORWARD=block):
+// one block per receiving atom, one thread per (feature, group of sensitivities).
 template <typename T>
 cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& args, T* env, cudaStream_t stream);
 
@@ -136,13 +138,16 @@ size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& args);
 
 // Backward. second_order (n_pairs,) lists pair indices grouped by pair_second in ascending j, pairs in
 // ascending index within a group (a stable sort of pair_second); second_offsets (n_atoms + 1,) delimits the
-// groups. Outputs are fully written: grad_z (n_atoms, n_features), grad_r (n_pairs,), grad_mu and
-// grad_sigma (n_sens,). Pass 1, one block per receiving atom i, fuses the two consumers of grad_env: for
-// each pair it forms the featsum terms C[p,f] = sum_v grad_env[i,v,f] s_v(p) (to scratch) and the sensesum
-// dS[p,v] = sum_f grad_env[i,v,f] z[j,f] (fixed-tree block reductions), which give grad_r and the atom's
-// grad_mu/grad_sigma partials (double). Atom i's grad_env rows come from DRAM once; later pairs of the row
-// re-read them from L1. Pass 2 sums C over each sending atom's group in order (grad_z); pass 3 sums the
-// partials over atoms in a fixed tree. No float atomics: the result is bitwise reproducible.
+// groups (group_pairs_by_sender makes them). Outputs are fully written: grad_z (n_atoms, n_features),
+// grad_r (n_pairs,), grad_mu and grad_sigma (n_sens,). Pass 1, one block per receiving atom i, fuses the two
+// consumers of grad_env: for each pair it forms the featsum terms C[p,f] = sum_v grad_env[i,v,f] s_v(p) (to
+// scratch) and the sensesum dS[p,v] = sum_f grad_env[i,v,f] z[j,f] (fixed-tree reductions), which give
+// grad_r and the atom's grad_mu/grad_sigma partials (double). Atom i's grad_env rows come from DRAM once.
+// Pass 1 is the lanes kernel (one warp per chunk of 32 or 64 features holding grad_env in registers,
+// transposing warp sums) for float32 with n_sens <= 32 and n_features >= 16, else the tiled kernel (shared-
+// memory tiles); FASTDIPOLE_CUDA_ENVSUM_BACKWARD = lanes | tiled | warp forces one. Pass 2 sums C over each
+// sending atom's group in order (grad_z, one warp per sender and feature chunk); pass 3 sums the partials
+// over atoms in a fixed tree. No float atomics: the result is bitwise reproducible.
 // Any output may be null to skip it: no grad_z skips the C terms and pass 2 (second_order and
 // second_offsets are then not read and may be null), no grad_r skips its sums, neither grad_mu nor
 // grad_sigma skips pass 3.
