@@ -19,7 +19,7 @@
 #   build     CUDA_HOME=... TORCH_CUDA_ARCH_LIST=<this GPU> pip install --no-build-isolation --no-deps -v .
 #             (timed; the build dir build/<wheel tag> is reused by later calls)
 #   compile   tools/check_cuda_compile.sh (every .cu standalone for sm_80 and sm_90, -Werror; CI does this too)
-#   tests     pytest: the CUDA tests, the CPU op / error / hippynn-parity tests (junit xml; -n 8 with xdist)
+#   tests     pytest: the CUDA tests, the CPU op / error / hippynn-parity / graphed-step tests (junit xml; -n 8)
 #   bench     python benchmarks/gpu.py --json $LOGS/gpu_bench.json, then benchmarks/gpu_profile.py (per-kernel
 #             times, to gpu_profile.log)
 #   sanitize  compute-sanitizer --tool T for T in $SANITIZE_TOOLS (default: memcheck racecheck synccheck
@@ -55,7 +55,7 @@ if [[ -z "${FASTDIPOLE_QM9_H5:-}" ]]; then
   fi
 fi
 
-declare -A DEFAULT_TIMEOUT=([env]=30 [deps]=60 [build]=300 [compile]=120 [tests]=150 [bench]=200 [sanitize]=260)
+declare -A DEFAULT_TIMEOUT=([env]=30 [deps]=60 [build]=300 [compile]=120 [tests]=200 [bench]=200 [sanitize]=260)
 set -m  # each background step gets its own process group, so a timeout can stop all of it
 
 steps=("$@")
@@ -185,8 +185,9 @@ step_tests() {
   # message here once). pytest-xdist spreads them over the cores where it is installed.
   local parallel=()
   "$PYTHON" -c "import xdist" 2>/dev/null && parallel=(-n 8)
-  local files=(tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_compile.py tests/test_ops_neighbors.py
-    tests/test_ops_envsum.py tests/test_ops_dipole.py tests/test_data_errors.py tests/test_nn_hippynn_parity.py)
+  # (tests/test_cuda_compile.py is CPU-only, minutes of emulation on one core, and runs in CI: not here.)
+  local files=(tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_ops_neighbors.py tests/test_ops_envsum.py
+    tests/test_ops_dipole.py tests/test_data_errors.py tests/test_nn_hippynn_parity.py tests/test_train_graphed.py)
   # shellcheck disable=SC2206  # TEST_FILES: another list of test files, space-separated
   [[ -n "${TEST_FILES:-}" ]] && files=(${TEST_FILES})
   "$PYTHON" -m pytest -v -ra --durations=10 --junitxml="$LOGS/pytest_cuda.xml" -p no:cacheprovider "${parallel[@]}" \
