@@ -191,8 +191,9 @@ size_t backward_shared_bytes(int n_warps) {
 //   C[p, f]   = sum_v s[k][v] dE[v, f]            (lane's features; v in order, dropped terms skipped)
 //   dS[k, v] += sum_f dE[v, f] z[j_k, f]          (lane's features, then a transposing warp sum; chunks of
 //                                                  a warp in order, then warps in order)
-// then, per tile: grad_r[p] = sum_v dS ds/dr (one thread per pair, v in order) and this atom's grad_mu /
-// grad_sigma partials (one thread per v, pairs in order, double), as finish_tile computes them.
+// then, per tile: dS and the derivatives of s once per active (pair, v) term, spread over the block, and from
+// them grad_r[p] = sum_v dS ds/dr (one thread per pair, v in order) and this atom's grad_mu / grad_sigma
+// partials (one thread per v, pairs in order, double), as finish_tile computes them.
 // ---------------------------------------------------------------------------------------------------------
 template <typename T, int SV, int CT>
 __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
@@ -216,8 +217,8 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
   const T* dE_i = dE + i * S * F;
   T* red_w = red + warp * kWarp * SV;
 
-  // grad_env of the chunk this warp holds, loaded after the staging (loading it before would keep it live
-  // across the staging's out-of-line sin/cos slow path, which makes ptxas spill)
+  // grad_env of the chunk this warp holds, loaded when the warp reaches the chunk (again per tile only when
+  // the warp has several chunks)
   T g[SV][CT];
   int64_t held = -1;
 #define FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk)                         \
