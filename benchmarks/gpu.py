@@ -256,6 +256,8 @@ def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
             bwd_bytes = es * (N * S * F + N * F + P + 2 * S) + index_bytes + es * (N * F + P + 2 * S)
             forward = lambda z=z, mu=mu, sigma=sigma: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF)
             cases.append((f"gaussian_envsum S={S} F={F}", forward, fwd_bytes))
+            cases.append((f"gaussian_envsum[lanes, 2 columns] S={S} F={F}", with_env(
+                forward, FASTDIPOLE_CUDA_LANES_MAX_COLUMNS="2"), fwd_bytes))
             cases.append((f"gaussian_envsum[block] S={S} F={F}", with_env(
                 forward, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block"), fwd_bytes))
             backward = (lambda z=z, mu=mu, sigma=sigma, g=grad_env: fd.gaussian_envsum_backward(

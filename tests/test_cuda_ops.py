@@ -193,10 +193,12 @@ SHAPES = [  # (n_molecules, S, F): the QM9 model, the one-hot first layer, large
 ]
 
 
-KERNELS = {  # FASTDIPOLE_CUDA_ENVSUM_FORWARD / _BACKWARD: the default lanes kernels (n_sens <= 32), the older ones
-    "lanes": ("lanes", "lanes"),
-    "block-tiled": ("block", "tiled"),
-    "block-warp": ("block", "warp"),
+KERNELS = {  # FASTDIPOLE_CUDA_ENVSUM_FORWARD / _BACKWARD / FASTDIPOLE_CUDA_LANES_MAX_COLUMNS: the default lanes
+    # kernels (n_sens <= 32; forward with up to 4 or 2 feature columns per lane), the older ones
+    "lanes": ("lanes", "lanes", "4"),
+    "lanes-2-columns": ("lanes", "lanes", "2"),
+    "block-tiled": ("block", "tiled", "4"),
+    "block-warp": ("block", "warp", "4"),
 }
 
 
@@ -206,6 +208,7 @@ KERNELS = {  # FASTDIPOLE_CUDA_ENVSUM_FORWARD / _BACKWARD: the default lanes ker
 def test_gaussian_envsum_forward_and_backward_match_cpu(fd, qm9, dtype, shape, kernels, monkeypatch):
     monkeypatch.setenv("FASTDIPOLE_CUDA_ENVSUM_FORWARD", KERNELS[kernels][0])
     monkeypatch.setenv("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", KERNELS[kernels][1])
+    monkeypatch.setenv("FASTDIPOLE_CUDA_LANES_MAX_COLUMNS", KERNELS[kernels][2])
     n_mol, S, F = shape
     args = envsum_problem(fd, qm9, n_mol, S, F, dtype)
     want_env = fd.gaussian_envsum(*args, CUTOFF)

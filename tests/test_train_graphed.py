@@ -95,7 +95,9 @@ def test_weighted_loss_is_the_paper_loss_on_real_entries():
     assert not torch.allclose(got.charge_mae, want.charge_mae)  # the labels do matter (the test can fail)
 
 
-def test_cuda_graphs_flag_on_cpu_trains_without_graphs(qm9_h5_path, tmp_path):
+@pytest.mark.parametrize("flag", ["--cuda-graphs", None])
+def test_cuda_graphs_flag_on_cpu_trains_without_graphs(qm9_h5_path, tmp_path, flag):
+    """Asked for on a CPU: a note, then eager training. Not asked (the default: on for CUDA devices only): no note."""
     from click.testing import CliRunner
 
     from fastdipole.cli import main
@@ -107,9 +109,10 @@ def test_cuda_graphs_flag_on_cpu_trains_without_graphs(qm9_h5_path, tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
                                        "--n-features", "8", "--n-sensitivities", "4", "--n-interactions", "1",
                                        "--n-atom-layers", "1", "--device", "cpu", "--threads", "1", "--no-progress",
-                                       "--cuda-graphs"])
+                                       *([flag] if flag else [])])
     assert result.exit_code == 0, result.output
-    assert "--cuda-graphs needs a CUDA device" in result.output
+    assert ("--cuda-graphs needs a CUDA device" in result.output) == (flag is not None)
+    assert "replay from CUDA graphs" not in result.output
     assert [r["epoch"] for r in read_history(tmp_path / "run")] == [1]
 
 

@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 QM9_H5 = Path(os.environ.get("FASTDIPOLE_QM9_H5", REPO.parent / "shared" / "data" / "qm9" / "qm9_mulliken.h5"))
 CUTOFF = 6.5  # Angstrom
 # envsum kernel choices (read by the CUDA launchers at each call)
-LANES = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "lanes", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "lanes"}
+LANES = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "lanes", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "lanes",
+         "FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": "4"}
+LANES_2 = dict(LANES, FASTDIPOLE_CUDA_LANES_MAX_COLUMNS="2")
 BLOCK_TILED = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "block", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "tiled"}
 
 
@@ -90,7 +92,8 @@ def main() -> int:
         r = (R[second] - R[first]).norm(dim=-1)
         # the QM9 shape (one and several feature chunks) with the default lanes kernels and with the block /
         # tiled ones, and many sensitivities with few features (beyond the lanes kernels)
-        for S, F, kernels in ((20, 32, LANES), (20, 100, LANES), (20, 32, BLOCK_TILED), (70, 5, LANES)):
+        for S, F, kernels in ((20, 32, LANES), (20, 100, LANES), (20, 100, LANES_2), (20, 32, BLOCK_TILED),
+                              (70, 5, LANES)):
             os.environ.update(kernels)
             z = torch.randn((R.shape[0], F), generator=gen, dtype=dtype)
             mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, dtype=dtype)

@@ -552,6 +552,15 @@ inline std::string kernel_choice(const char* variable) {
 constexpr int64_t kLanesMaxSensitivities = 32;
 constexpr int64_t kLanesMinFeatures = 16;
 
+// Feature columns of 32 per lane in the lanes forward, at most (benchmark knob FASTDIPOLE_CUDA_LANES_MAX_COLUMNS,
+// 1, 2 or 4; default 4: one warp per 128-feature row).
+inline int forward_max_columns() {
+  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_MAX_COLUMNS");
+  if (env == nullptr || *env == '\0') return 4;
+  const int v = std::atoi(env);
+  return v >= 4 ? 4 : (v >= 2 ? 2 : 1);
+}
+
 template <typename T>
 bool use_lanes_forward(const EnvsumArgs<T>& a) {
   if (a.n_sens > kLanesMaxSensitivities) return false;
@@ -569,14 +578,18 @@ template <int V>
 using IntConstant = std::integral_constant<int, V>;
 
 // Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 24 or 32 >= n_sens)
-// and CT the 32-feature columns per lane (2 for float rows wider than 32, else 1: double registers are twice
-// as wide).
-template <typename T, typename Launch>
-cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch) {
-  const bool wide = sizeof(T) == 4 && a.n_features > kWarp;
+// and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (the forward
+// takes 4, so one warp covers a 128-feature row and stages its pairs once; the backward, which also holds a
+// 32-value warp sum in registers, 2); in float64 always 1 (double registers are twice as wide).
+// max_ct (<= MAX_CT) lowers the bound at run time (the forward's FASTDIPOLE_CUDA_LANES_MAX_COLUMNS).
+template <int MAX_CT, typename T, typename Launch>
+cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct = MAX_CT) {
   auto with_ct = [&](auto sv) -> cudaError_t {
-    if constexpr (sizeof(T) == 4) {
-      if (wide) return launch(sv, IntConstant<2>{});
+    if constexpr (sizeof(T) == 4 && MAX_CT >= 4) {
+      if (a.n_features > 2 * kWarp && max_ct >= 4) return launch(sv, IntConstant<4>{});
+    }
+    if constexpr (sizeof(T) == 4 && MAX_CT >= 2) {
+      if (a.n_features > kWarp) return launch(sv, IntConstant<2>{});
     }
     return launch(sv, IntConstant<1>{});
   };
@@ -613,7 +626,7 @@ template <typename T>
 cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
                                       double* part_sigma, cudaStream_t stream) {
   if constexpr (sizeof(T) == 4) {
-    return dispatch_lanes(a, [&](auto sv, auto ct) {
+    return dispatch_lanes<2>(a, [&](auto sv, auto ct) {
       return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_r, part_mu,
                                                                                  part_sigma, stream);
     });
@@ -657,7 +670,10 @@ cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t
   if (a.n_atoms == 0 || a.n_sens == 0 || a.n_features == 0) return cudaSuccess;
   if (a.n_sens > kMaxSensitivities) return cudaErrorInvalidValue;
   if (use_lanes_forward(a)) {
-    return dispatch_lanes(a, [&](auto sv, auto ct) { return launch_forward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, env, stream); });
+    auto launch = [&](auto sv, auto ct) {
+      return launch_forward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, env, stream);
+    };
+    return dispatch_lanes<4>(a, launch, forward_max_columns());
   }
   // Block kernel: register accumulators per thread for VT sensitivities; smaller groups give small-F layers
   // more threads.

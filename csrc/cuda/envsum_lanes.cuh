@@ -1,9 +1,10 @@
-// Feature-lane envsum kernels (the default for n_sens <= 32), included by envsum.cu inside its anonymous
-// namespace. One warp per (receiving atom i, chunk of 32 * CT features): lane l owns the features
-// f = f0 + l + 32 c (c < CT) and every sensitivity v < S <= SV, so the forward's accumulators and the
-// backward's grad_env values live in registers for the whole row, and each sender's feature row is read
-// once per pair with coalesced 128-byte loads. The pairs of a row come in tiles of 32: lane k stages pair k
-// (sender, 1/r, cutoff factor, its SV sensitivities) in shared memory, after which every lane reads them as
+// Feature-lane envsum kernels (the default for n_sens <= 32 and n_features >= 16; envsum.cu picks them),
+// included by envsum.cu inside its anonymous namespace. One warp per (receiving atom i, chunk of 32 * CT
+// features): lane l owns the features f = f0 + l + 32 c (c < CT) and every sensitivity v < S <= SV, so the
+// forward's accumulators and the backward's grad_env values live in registers for the whole row, and each
+// sender's feature row is read once per pair with coalesced 128-byte loads. The pairs of a row come in tiles
+// of 32: lane k stages pair k (sender, 1/r, cutoff factor) in shared memory, then the tile's sensitivities
+// are computed by all lanes (all threads of the block in the backward), after which every lane reads them as
 // broadcasts. The forward needs no block-wide barrier at all.
 //
 // Same arithmetic and summation order per output element as the other kernels (pairs in order, dropped
@@ -30,14 +31,15 @@ struct alignas(16) PairTile {
   int64_t j[kWarp];  // sender, -1 for an invalid or missing pair
 };
 
-// One warp stages pairs [p0, p0 + nk) of row i (nk <= 32); the caller syncs after. Lane k reads pair k; a
-// pair counts when pair_first[p] == i and its sender is in range (as in every envsum kernel); one with
-// r > cutoff keeps its sender (the backward writes its zero featsum term) but gets no sensitivities. The
-// nk x SV sensitivities are then spread over all 32 lanes (rows of ~14 pairs would leave half the lanes
-// idle).
+// Staging of pairs [p0, p0 + nk) of row i (nk <= 32), in two steps with a barrier between them:
+// stage_pairs_lanes: lane k of one warp reads pair k (and lane v hoists 1 / mu_v, -0.5 sigma_v^2). A pair
+//   counts when pair_first[p] == i and its sender is in range (as in every envsum kernel); one with
+//   r > cutoff keeps its sender (the backward writes its zero featsum term) but gets no sensitivities.
+// stage_sensitivities: the nk x SV sensitivities, spread over `n_threads` threads (a row of ~14 pairs would
+//   leave half the lanes of a pair-per-lane layout idle).
 template <typename T, int SV>
-__device__ __forceinline__ void stage_tile(const EnvsumArgs<T>& a, int64_t i, int64_t p0, int nk, int lane,
-                                           PairTile<T, SV>& t) {
+__device__ __forceinline__ void stage_pairs_lanes(const EnvsumArgs<T>& a, int64_t i, int64_t p0, int nk, int lane,
+                                                  PairTile<T, SV>& t) {
   const int S = int(a.n_sens);
   const T cutoff = T(a.cutoff);
   int64_t j = -1;
@@ -62,8 +64,11 @@ __device__ __forceinline__ void stage_tile(const EnvsumArgs<T>& a, int64_t i, in
     t.inv_mu[lane] = lane < S ? T(1) / a.mu[lane] : T(0);
     t.nhs2[lane] = lane < S ? neg_half_square(a.sigma[lane]) : T(0);
   }
-  __syncwarp();
-  for (int e = lane; e < nk * SV; e += kWarp) {
+}
+
+template <typename T, int SV>
+__device__ __forceinline__ void stage_sensitivities(int S, int nk, int thread, int n_threads, PairTile<T, SV>& t) {
+  for (int e = thread; e < nk * SV; e += n_threads) {
     const int k = e / SV, u = e - k * SV;  // SV is a compile-time constant: no division
     const T ck = t.cut[k];
     t.s[k][u] = (u < S && t.j[k] >= 0 && ck != T(-1))
@@ -99,7 +104,9 @@ __global__ void __launch_bounds__(kForwardWarps * kWarp, 1)  // 1: ptxas may use
   for (int64_t p0 = begin; p0 < end; p0 += kWarp) {
     const int nk = int(min(int64_t(kWarp), end - p0));
     __syncwarp();  // the previous tile is consumed
-    stage_tile(a, i, p0, nk, lane, t);
+    stage_pairs_lanes(a, i, p0, nk, lane, t);
+    __syncwarp();
+    stage_sensitivities(int(S), nk, lane, kWarp, t);
     __syncwarp();
     for (int k0 = 0; k0 < nk; k0 += kPairBatch) {  // rows past nk have j = -1: no tail loop needed
       T zv[kPairBatch][CT];
@@ -187,7 +194,8 @@ size_t backward_shared_bytes(int n_warps) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Backward pass 1: block per receiving atom i with W warps; warp w takes feature chunks w, w + W, ... and
-// holds grad_env[i, :, chunk] in registers. Per tile of 32 pairs (staged by warp 0), for each pair k:
+// holds grad_env[i, :, chunk] in registers. Per tile of 32 pairs (pairs staged by warp 0, sensitivities by
+// the block), for each pair k:
 //   C[p, f]   = sum_v s[k][v] dE[v, f]            (lane's features; v in order, dropped terms skipped)
 //   dS[k, v] += sum_f dE[v, f] z[j_k, f]          (lane's features, then a transposing warp sum; chunks of
 //                                                  a warp in order, then warps in order)
@@ -217,8 +225,8 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
   const T* dE_i = dE + i * S * F;
   T* red_w = red + warp * kWarp * SV;
 
-  // grad_env of the chunk this warp holds, loaded when the warp reaches the chunk (again per tile only when
-  // the warp has several chunks)
+  // grad_env of the chunk this warp holds: the first before the staging, later ones when the warp reaches
+  // them (again per tile only when the warp has several chunks)
   T g[SV][CT];
   int64_t held = -1;
 #define FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk)                         \
@@ -232,13 +240,16 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
     }                                                                 \
     held = (chunk);                                                   \
   } while (0)
+  if (warp < n_chunks) FASTDIPOLE_LANES_LOAD_GRAD_ENV(int64_t(warp));  // in flight during the staging
   double gm = 0.0, gs = 0.0;  // thread v < S: this atom's grad_mu / grad_sigma partials of s_v
   int64_t begin, end;
   detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
   for (int64_t p0 = begin; p0 < end; p0 += kWarp) {
     const int nk = int(min(int64_t(kWarp), end - p0));
     __syncthreads();  // the previous tile is consumed
-    if (warp == 0) stage_tile(a, i, p0, nk, lane, t);
+    if (warp == 0) stage_pairs_lanes(a, i, p0, nk, lane, t);
+    __syncthreads();
+    stage_sensitivities(S, nk, int(threadIdx.x), int(blockDim.x), t);
     __syncthreads();
 
     for (int64_t chunk = warp; chunk < n_chunks; chunk += n_warps) {

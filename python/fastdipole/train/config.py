@@ -64,7 +64,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     kernels: str = "auto"
-    cuda_graphs: bool = False  # on a CUDA device: replay each padded batch size's step from a CUDA graph
+    # replay each padded batch size's training step from a CUDA graph: None (auto) = on CUDA devices only,
+    # True = asked for (a note when the device is not CUDA), False = never
+    cuda_graphs: bool | None = None
     max_minutes: float | None = None
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. from `reproduce`)
 

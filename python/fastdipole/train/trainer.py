@@ -256,11 +256,11 @@ def train(
     loader = BatchLoader(dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
                          dtype=dtype, charges=labels)
     graphed_step = None
-    if config.cuda_graphs:
-        if device.type == "cuda":
-            graphed_step = GraphedTrainStep(model, config.charges)
-        else:
-            say(f"note: --cuda-graphs needs a CUDA device; training on {device} without them")
+    if device.type == "cuda" and config.cuda_graphs is not False:  # on by default on a GPU
+        graphed_step = GraphedTrainStep(model, config.charges)
+        say("training steps replay from CUDA graphs (--no-cuda-graphs: plain eager steps)")
+    elif config.cuda_graphs:
+        say(f"note: --cuda-graphs needs a CUDA device; training on {device} without them")
 
     start_epoch, best, best_epoch, stale = 0, math.inf, 0, 0
     history: list[dict] = []
