@@ -65,13 +65,20 @@ def forward_and_grads(fn, z, r, pf, ps, ro, mu, sigma, grad_env, cutoff=CUTOFF):
 @pytest.mark.parametrize("n_features", [1, 5, 16, 60])
 def test_forward_and_gradients_match_reference(dtype, rel, n_features):
     z, r, pf, ps, ro, mu, sigma = random_problem(0, [3, 40, 1, 25, 0, 60], n_features, 20, dtype)
-    grad_env = torch.randn((z.shape[0], 20, n_features), dtype=torch.float64).to(dtype)
+    # seeded: the global RNG's state depends on which tests ran before (pytest-xdist on the GPU machine)
+    gen = torch.Generator().manual_seed(n_features)
+    grad_env = torch.randn((z.shape[0], 20, n_features), dtype=torch.float64, generator=gen).to(dtype)
     env, grads = forward_and_grads(ops().gaussian_envsum, z, r, pf, ps, ro, mu, sigma, grad_env)
     env_ref, grads_ref = forward_and_grads(reference.gaussian_envsum, z, r, pf, ps, ro, mu, sigma, grad_env)
     assert env.shape == env_ref.shape and env.dtype == dtype
     assert_close_scaled(env, env_ref, rel, "env")
+    # The kernels drop terms with s <= 1e-10 (as hippynn's numba envsum), the reference keeps them. Their
+    # derivatives in mu and sigma carry factors sigma^2 d / mu^2 and sigma d^2 that s itself does not, so in
+    # float64 those two gradients differ from the reference by up to ~1e-8 of their largest magnitude (measured:
+    # 9.8e-9 over 120 random grad_env here, 1.3e-8 once on another CPU): allow 5e-8 for them.
     for name, a, b in zip(("grad_z", "grad_r", "grad_mu", "grad_sigma"), grads, grads_ref):
-        assert_close_scaled(a, b, rel, name)
+        loose = dtype == torch.float64 and name in ("grad_mu", "grad_sigma")
+        assert_close_scaled(a, b, 5e-8 if loose else rel, name)
 
 
 @pytest.mark.parametrize("n_sens", [1, 7, 70])
