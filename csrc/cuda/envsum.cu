@@ -65,26 +65,39 @@ __device__ __forceinline__ ForwardShared<T> forward_shared(unsigned char* base, 
   return sh;
 }
 
-// Stages pairs [p0, p0 + nk) of row i: j (-1 when the pair is skipped), 1/r and the cutoff factor, then
-// every (pair, v) sensitivity (0 when dropped). Caller synchronises before and after.
+// Pair p of row i as every envsum kernel reads it: j = its sender, or -1 when the pair does not count
+// (pair_first[p] != i or the sender is out of range); 1/r, the cutoff factor c and dc/dr, with c = -1 marking
+// "no sensitivities" (a pair that does not count, or r > cutoff; a real cutoff factor is >= 0 or NaN).
+template <typename T>
+__device__ __forceinline__ void read_pair(const EnvsumArgs<T>& a, int64_t i, int64_t p, int64_t& j, T& inv_r, T& c,
+                                          T& dc) {
+  const T cutoff = T(a.cutoff);
+  const int64_t jj = a.pair_second[p];
+  const bool valid = a.pair_first[p] == i && jj >= 0 && jj < a.n_atoms;
+  j = valid ? jj : -1;
+  inv_r = T(0);
+  c = T(-1);
+  dc = T(0);
+  if (valid) {
+    const T rp = a.r[p];
+    if (!(rp > cutoff)) {  // r <= cutoff or NaN, as the CPU kernels
+      inv_r = T(1) / rp;
+      detail::cutoff_value_and_derivative(rp, cutoff, c, dc);
+    }
+  }
+}
+
+// Stages pairs [p0, p0 + nk) of row i (read_pair), then every (pair, v) sensitivity (0 when dropped). Caller
+// synchronises before and after.
 template <typename T>
 __device__ __forceinline__ void stage_pairs(const EnvsumArgs<T>& a, int64_t i, int64_t p0, int nk, int64_t* j_sh,
                                             T* inv_r_sh, T* cut_sh, T* dcut_sh, const T* inv_mu_sh,
                                             const T* nhs2_sh, T* s_sh) {
-  const T cutoff = T(a.cutoff);
   for (int k = threadIdx.x; k < nk; k += blockDim.x) {
-    const int64_t p = p0 + k;
-    const int64_t j = a.pair_second[p];
-    const bool valid = a.pair_first[p] == i && j >= 0 && j < a.n_atoms;
-    const T rp = a.r[p];
-    j_sh[k] = valid ? j : -1;
-    T c = T(0), dc = T(0), inv_r = T(0);
-    if (valid && !(rp > cutoff)) {  // r <= cutoff or NaN, as the CPU kernels
-      inv_r = T(1) / rp;
-      detail::cutoff_value_and_derivative(rp, cutoff, c, dc);
-    } else {
-      c = T(-1);  // marks "no sensitivities" (a real cutoff factor is >= 0 or NaN)
-    }
+    int64_t j;
+    T inv_r, c, dc;
+    read_pair(a, i, p0 + k, j, inv_r, c, dc);
+    j_sh[k] = j;
     inv_r_sh[k] = inv_r;
     cut_sh[k] = c;
     if (dcut_sh != nullptr) dcut_sh[k] = dc;

@@ -32,30 +32,18 @@ struct alignas(16) PairTile {
 };
 
 // Staging of pairs [p0, p0 + nk) of row i (nk <= 32), in two steps with a barrier between them:
-// stage_pairs_lanes: lane k of one warp reads pair k (and lane v hoists 1 / mu_v, -0.5 sigma_v^2). A pair
-//   counts when pair_first[p] == i and its sender is in range (as in every envsum kernel); one with
-//   r > cutoff keeps its sender (the backward writes its zero featsum term) but gets no sensitivities.
+// stage_pairs_lanes: lane k of one warp reads pair k with read_pair (and lane v hoists 1 / mu_v,
+//   -0.5 sigma_v^2); a pair with r > cutoff keeps its sender (the backward writes its zero featsum term) but
+//   gets no sensitivities.
 // stage_sensitivities: the nk x SV sensitivities, spread over `n_threads` threads (a row of ~14 pairs would
 //   leave half the lanes of a pair-per-lane layout idle).
 template <typename T, int SV>
 __device__ __forceinline__ void stage_pairs_lanes(const EnvsumArgs<T>& a, int64_t i, int64_t p0, int nk, int lane,
                                                   PairTile<T, SV>& t) {
   const int S = int(a.n_sens);
-  const T cutoff = T(a.cutoff);
   int64_t j = -1;
   T inv_r = T(0), c = T(-1), dc = T(0);
-  if (lane < nk) {
-    const int64_t p = p0 + lane;
-    const int64_t jj = a.pair_second[p];
-    if (a.pair_first[p] == i && jj >= 0 && jj < a.n_atoms) {
-      j = jj;
-      const T rp = a.r[p];
-      if (!(rp > cutoff)) {  // r <= cutoff or NaN, as the CPU kernels
-        inv_r = T(1) / rp;
-        detail::cutoff_value_and_derivative(rp, cutoff, c, dc);
-      }
-    }
-  }
+  if (lane < nk) read_pair(a, i, p0 + lane, j, inv_r, c, dc);
   t.j[lane] = j;
   t.inv_r[lane] = inv_r;
   t.cut[lane] = c;
@@ -71,7 +59,7 @@ __device__ __forceinline__ void stage_sensitivities(int S, int nk, int thread, i
   for (int e = thread; e < nk * SV; e += n_threads) {
     const int k = e / SV, u = e - k * SV;  // SV is a compile-time constant: no division
     const T ck = t.cut[k];
-    t.s[k][u] = (u < S && t.j[k] >= 0 && ck != T(-1))
+    t.s[k][u] = (u < S && ck != T(-1))  // c = -1 also for pairs that do not count
                     ? detail::active_sensitivity(t.inv_r[k], t.inv_mu[u], t.nhs2[u], ck)
                     : T(0);
   }
