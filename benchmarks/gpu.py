@@ -7,9 +7,9 @@ Sections (each runs on its own; a failing or unavailable one is reported and ski
      (if importable) on a batch of real QM9 molecules (vesin sees them spread in one non-periodic box)
      and on single random molecules at liquid density (0.1 atoms / Angstrom^3);
   3. kernel bandwidth: each CUDA kernel's useful bytes (inputs read once + outputs written once) per
-     second as a fraction of the measured copy bandwidth (the envsum forward with the default feature-lane
-     kernel and the block kernel, "[block]"; the backward with the lanes kernel and the older "[tiled]" and
-     "[warp]" ones);
+     second as a fraction of the measured copy bandwidth. Envsum forward: the default feature-lane kernel,
+     "[lanes, 2 columns]", "[lanes, pipelined]" (FASTDIPOLE_CUDA_LANES_PIPELINE=1) and "[block]"; backward:
+     the lanes kernel, "[lanes, atomic featsum]" (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic), "[tiled]", "[warp]";
   4. training step (forward + backward + fused Adam, paper loss, 128 QM9 molecules, 2 interaction x 3 atom
      layers, 20 sensitivities, nf 128 and 60): fastdipole with its CUDA kernels (eager with and without
      input checks, with --cuda-graphs; torch.compile with --train-variants all) vs hippynn 0.1.3 with its
@@ -258,11 +258,15 @@ def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
             cases.append((f"gaussian_envsum S={S} F={F}", forward, fwd_bytes))
             cases.append((f"gaussian_envsum[lanes, 2 columns] S={S} F={F}", with_env(
                 forward, FASTDIPOLE_CUDA_LANES_MAX_COLUMNS="2"), fwd_bytes))
+            cases.append((f"gaussian_envsum[lanes, pipelined] S={S} F={F}", with_env(
+                forward, FASTDIPOLE_CUDA_LANES_PIPELINE="1"), fwd_bytes))
             cases.append((f"gaussian_envsum[block] S={S} F={F}", with_env(
                 forward, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block"), fwd_bytes))
             backward = (lambda z=z, mu=mu, sigma=sigma, g=grad_env: fd.gaussian_envsum_backward(
                 g, z, r, first, second, row, mu, sigma, CUTOFF))
             cases.append((f"gaussian_envsum_backward S={S} F={F}", backward, bwd_bytes))
+            cases.append((f"gaussian_envsum_backward[lanes, atomic featsum] S={S} F={F}", with_env(
+                backward, FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"), bwd_bytes))
             for kernel in ("tiled", "warp"):
                 cases.append((f"gaussian_envsum_backward[{kernel}] S={S} F={F}", with_env(
                     backward, FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel), bwd_bytes))

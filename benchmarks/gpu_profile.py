@@ -1,7 +1,10 @@
-"""Where the GPU time goes: per-kernel CUDA times (torch.profiler) of the envsum backward (both kernels) and of
-one training step, eager and with CUDA graphs. A diagnostic to direct kernel work, not a benchmark of record.
+"""Where the GPU time goes: per-kernel CUDA times (torch.profiler) of the envsum forward and backward (each
+kernel choice) and of one training step, eager and with CUDA graphs. A diagnostic to direct kernel work, not
+a benchmark of record.
 
     python benchmarks/gpu_profile.py [--qm9 PATH]
+    python benchmarks/gpu_profile.py --ncu-target    # each envsum kernel choice twice, nothing else: the
+                                                     # program Nsight Compute profiles (tools/gpu_session.sh)
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def show(title: str, fn, repeats: int = 5, rows: int = 12) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qm9", type=Path, default=gpu.DEFAULT_QM9)
+    parser.add_argument("--ncu-target", action="store_true",
+                        help="run each envsum kernel choice twice (no torch.profiler), for ncu to profile")
     args = parser.parse_args()
     import fastdipole.ops._custom  # noqa: F401
 
@@ -51,16 +56,32 @@ def main() -> int:
     mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, device="cuda")
     sigma = torch.full((S,), 2.0 * S * 0.85, device="cuda")
     g = torch.randn((R.shape[0], S, F), device="cuda")
-    for kernel in ("lanes", "tiled"):
-        os.environ["FASTDIPOLE_CUDA_ENVSUM_BACKWARD"] = kernel
-        show(f"gaussian_envsum_backward [{kernel}], {R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}",
-             lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF))
+    backward_choices = (("lanes", "sorted"), ("lanes", "atomic"), ("tiled", "sorted"))
+    forward_choices = (("lanes", "0"), ("lanes", "1"), ("block", "0"))  # (kernel, FASTDIPOLE_CUDA_LANES_PIPELINE)
+    if args.ncu_target:
+        for kernel, featsum in backward_choices:
+            os.environ.update(FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum)
+            for _ in range(2):
+                fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF)
+        for kernel, pipeline in forward_choices:
+            os.environ.update(FASTDIPOLE_CUDA_ENVSUM_FORWARD=kernel, FASTDIPOLE_CUDA_LANES_PIPELINE=pipeline)
+            for _ in range(2):
+                fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF)
+        torch.cuda.synchronize()
+        print(f"ncu target: {R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}, float32")
+        return 0
+    for kernel, featsum in backward_choices:
+        os.environ.update(FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum)
+        show(f"gaussian_envsum_backward [{kernel}, {featsum} featsum], {R.shape[0]} atoms, {first.numel()} pairs, "
+             f"S={S} F={F}", lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF))
     os.environ.pop("FASTDIPOLE_CUDA_ENVSUM_BACKWARD")
-    for kernel in ("lanes", "block"):
-        os.environ["FASTDIPOLE_CUDA_ENVSUM_FORWARD"] = kernel
-        show(f"gaussian_envsum forward [{kernel}]",
+    os.environ.pop("FASTDIPOLE_CUDA_ENVSUM_FEATSUM")
+    for kernel, pipeline in forward_choices:
+        os.environ.update(FASTDIPOLE_CUDA_ENVSUM_FORWARD=kernel, FASTDIPOLE_CUDA_LANES_PIPELINE=pipeline)
+        show(f"gaussian_envsum forward [{kernel}{', pipelined' if pipeline == '1' else ''}]",
              lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF))
     os.environ.pop("FASTDIPOLE_CUDA_ENVSUM_FORWARD")
+    os.environ.pop("FASTDIPOLE_CUDA_LANES_PIPELINE")
 
     from fastdipole.units import DEBYE_PER_E_ANGSTROM
 

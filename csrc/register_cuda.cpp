@@ -176,10 +176,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
   const c10::cuda::CUDAGuard guard(in.z.device());
   const Tensor grad_env = grad_env_in.contiguous();
 
-  // Pairs grouped by sending atom for featsum (only when grad_z is wanted): a stable sort keeps ascending
-  // pair index inside a group, and group j is [second_offsets[j], second_offsets[j + 1]).
+  // Pairs grouped by sending atom for featsum (only when grad_z is wanted and the kernels read them, i.e.
+  // not in the atomic featsum mode): a stable sort keeps ascending pair index inside a group, and group j
+  // is [second_offsets[j], second_offsets[j + 1]).
+  const bool reads_groups = in.z.scalar_type() == at::kFloat
+                                ? cuda::gaussian_envsum_backward_reads_sender_groups(envsum_args<float>(in, cutoff))
+                                : cuda::gaussian_envsum_backward_reads_sender_groups(envsum_args<double>(in, cutoff));
   Tensor second_order, second_offsets;
-  if (output_mask[0]) {
+  if (output_mask[0] && reads_groups) {
     const int64_t n_pairs = in.r.numel();
     TORCH_CHECK(n_pairs < int64_t(std::numeric_limits<int32_t>::max()), "fastdipole.", op,
                 ": at most 2^31 - 1 pairs on CUDA, got ", n_pairs);
@@ -190,7 +194,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
     C10_CUDA_CHECK(cuda::group_pairs_by_sender(in.pair_second.data_ptr<int64_t>(), n_pairs, n_atoms,
                                                group_scratch.data_ptr(), second_order.data_ptr<int64_t>(),
                                                second_offsets.data_ptr<int64_t>(), current_stream(in.z)));
-  }  // else featsum is skipped: the launcher never reads the grouping
+  }  // else the launcher never reads the grouping
 
   // Outputs left out of output_mask come back undefined (None in Python); the launcher skips their work.
   Tensor grad_z = output_mask[0] ? at::empty_like(in.z) : Tensor();

@@ -128,12 +128,16 @@ def test_cuda_kernels_match_cpu_kernels_on_emulator(tmp_path):
     data = tmp_path / "molecules.bin"
     n_atoms = _write_molecules(data)
     args = [str(exe)] + ([str(data)] if n_atoms else [])
-    # every envsum kernel: the default lanes kernels, then the block forward with each older backward kernel
-    for forward, backward in (("lanes", "lanes"), ("block", "tiled"), ("block", "warp")):
+    # every envsum kernel: the default lanes kernels; the pipelined lanes forward with the lanes backward adding
+    # its featsum terms by atomics; the block forward with each older backward kernel
+    for forward, backward, featsum, pipeline in (("lanes", "lanes", "sorted", "0"), ("lanes", "lanes", "atomic", "1"),
+                                                 ("block", "tiled", "sorted", "0"), ("block", "warp", "sorted", "0")):
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", FASTDIPOLE_CUDA_ENVSUM_FORWARD=forward,
-                   FASTDIPOLE_CUDA_ENVSUM_BACKWARD=backward)
+                   FASTDIPOLE_CUDA_ENVSUM_BACKWARD=backward, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum,
+                   FASTDIPOLE_CUDA_LANES_PIPELINE=pipeline)
         run = subprocess.run(args, capture_output=True, text=True, timeout=3600 if sanitize else 600, env=env)
-        assert run.returncode == 0, f"forward={forward} backward={backward}: " + run.stdout + run.stderr
+        config = f"forward={forward} backward={backward} featsum={featsum} pipeline={pipeline}"
+        assert run.returncode == 0, f"{config}: " + run.stdout + run.stderr
         assert run.stdout.startswith("ok kernel_emulation_check"), run.stdout + run.stderr
         if n_atoms:  # ran on the QM9 molecules, not the random fallback
             assert run.stdout.startswith(f"ok kernel_emulation_check: {n_atoms} atoms"), run.stdout

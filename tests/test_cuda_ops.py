@@ -193,12 +193,17 @@ SHAPES = [  # (n_molecules, S, F): the QM9 model, the one-hot first layer, large
 ]
 
 
-KERNELS = {  # FASTDIPOLE_CUDA_ENVSUM_FORWARD / _BACKWARD / FASTDIPOLE_CUDA_LANES_MAX_COLUMNS: the default lanes
-    # kernels (n_sens <= 32; forward with up to 4 or 2 feature columns per lane), the older ones
-    "lanes": ("lanes", "lanes", "4"),
-    "lanes-2-columns": ("lanes", "lanes", "2"),
-    "block-tiled": ("block", "tiled", "4"),
-    "block-warp": ("block", "warp", "4"),
+_LANES = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "lanes", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "lanes",
+          "FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": "4", "FASTDIPOLE_CUDA_ENVSUM_FEATSUM": "sorted",
+          "FASTDIPOLE_CUDA_LANES_PIPELINE": "0"}
+KERNELS = {  # kernel-choice environment: the default lanes kernels (n_sens <= 32; forward with up to 4 or 2
+    # feature columns per lane), the pipelined lanes forward with the atomic-featsum lanes backward, the older ones
+    "lanes": _LANES,
+    "lanes-2-columns": dict(_LANES, FASTDIPOLE_CUDA_LANES_MAX_COLUMNS="2"),
+    "lanes-pipelined-atomic-featsum": dict(_LANES, FASTDIPOLE_CUDA_LANES_PIPELINE="1",
+                                           FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"),
+    "block-tiled": dict(_LANES, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block", FASTDIPOLE_CUDA_ENVSUM_BACKWARD="tiled"),
+    "block-warp": dict(_LANES, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block", FASTDIPOLE_CUDA_ENVSUM_BACKWARD="warp"),
 }
 
 
@@ -206,9 +211,8 @@ KERNELS = {  # FASTDIPOLE_CUDA_ENVSUM_FORWARD / _BACKWARD / FASTDIPOLE_CUDA_LANE
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"M{m}-S{s}-F{f}" for m, s, f in SHAPES])
 def test_gaussian_envsum_forward_and_backward_match_cpu(fd, qm9, dtype, shape, kernels, monkeypatch):
-    monkeypatch.setenv("FASTDIPOLE_CUDA_ENVSUM_FORWARD", KERNELS[kernels][0])
-    monkeypatch.setenv("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", KERNELS[kernels][1])
-    monkeypatch.setenv("FASTDIPOLE_CUDA_LANES_MAX_COLUMNS", KERNELS[kernels][2])
+    for name, value in KERNELS[kernels].items():
+        monkeypatch.setenv(name, value)
     n_mol, S, F = shape
     args = envsum_problem(fd, qm9, n_mol, S, F, dtype)
     want_env = fd.gaussian_envsum(*args, CUTOFF)

@@ -4,7 +4,7 @@
 # 2.11.0+cu130, Python 3.12), nvcc (13.0), CMake and ninja; no internet needed.
 #
 #   tools/gpu_session.sh [STEP ...]
-#   STEP: env deps build compile tests bench sanitize   (default: env deps build tests bench sanitize)
+#   STEP: env deps build compile tests bench sanitize profile   (default: env deps build tests bench sanitize)
 # Env knobs: TEST_FILES (tests step), BENCH_ARGS (gpu.py arguments), SANITIZE_TOOLS, STEP_TIMEOUT_<STEP>.
 # Each step logs to $LOGS/<step>.log (default build/gpu_session) and has a time limit (env STEP_TIMEOUT_<STEP>,
 # seconds); a failing step does not stop the later ones. $LOGS/summary.txt gets one line per step: status,
@@ -26,6 +26,10 @@
 #             initcheck) on tools/cuda_smoke.py (PYTORCH_NO_CUDA_MEMORY_CACHING=1: every tensor its own
 #             allocation, exact bounds); memcheck, racecheck and synccheck must be clean, initcheck is reported
 #             only; each run is capped at $SANITIZE_TIMEOUT s (default 120)
+#   profile   Nsight Compute (ncu), if installed, on the envsum kernels of benchmarks/gpu_profile.py
+#             --ncu-target (1024 QM9 molecules, S 20, F 128, float32; each kernel choice): speed of light,
+#             occupancy, launch statistics, warp states, scheduler and memory sections, to ncu.log. Skipped
+#             (and passed) where ncu is missing; a refused counter access (ERR_NVGPUCTRPERM) fails the step.
 #
 # Carried files ($FASTDIPOLE_CARRY, default build/gpu_carry; made on a networked machine by
 # tools/prepare_gpu_carry.sh and passed to the device tool as carry=["build/gpu_carry"]):
@@ -55,7 +59,8 @@ if [[ -z "${FASTDIPOLE_QM9_H5:-}" ]]; then
   fi
 fi
 
-declare -A DEFAULT_TIMEOUT=([env]=30 [deps]=60 [build]=300 [compile]=120 [tests]=200 [bench]=200 [sanitize]=260)
+declare -A DEFAULT_TIMEOUT=([env]=30 [deps]=60 [build]=300 [compile]=120 [tests]=200 [bench]=200 [sanitize]=260
+  [profile]=150)
 set -m  # each background step gets its own process group, so a timeout can stop all of it
 
 steps=("$@")
@@ -106,6 +111,15 @@ sanitizer_bin() {
   return 1
 }
 
+ncu_bin() {
+  local c
+  for c in "$(command -v ncu 2>/dev/null)" "$CUDA_HOME/bin/ncu" "$CUDA_HOME"/nsight-compute*/ncu \
+    /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu; do
+    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+
 step_env() {
   date
   nvidia-smi || true
@@ -122,6 +136,7 @@ EOF
   cmake --version || true
   ninja --version || true
   echo "compute-sanitizer: $(sanitizer_bin || echo 'not found')"
+  echo "ncu: $(ncu_bin || echo 'not found')"
   echo "FASTDIPOLE_QM9_H5=${FASTDIPOLE_QM9_H5:-unset}"
   echo "carry: $carry"; ls -la "$carry" "$carry/wheels" 2>/dev/null || true
 }
@@ -225,11 +240,30 @@ step_bench() {
   "$PYTHON" benchmarks/gpu_profile.py >"$LOGS/gpu_profile.log" 2>&1 || echo "gpu_profile.py failed (see gpu_profile.log)"
 }
 
+step_profile() {
+  local ncu
+  if ! ncu="$(ncu_bin)"; then
+    echo "ncu (Nsight Compute) not found: profile step skipped"
+    return 0
+  fi
+  "$ncu" --version | tail -n 1
+  # every envsum / featsum launch of the target (second of each pair is warm), the sections that say whether a
+  # kernel waits on memory, on latency (occupancy, stalls) or on issue slots
+  "$ncu" --target-processes all --kernel-name 'regex:envsum|featsum' --launch-count 14 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section SchedulerStats --section MemoryWorkloadAnalysis \
+    "$PYTHON" benchmarks/gpu_profile.py --ncu-target >"$LOGS/ncu.log" 2>&1
+  local r=$?
+  grep -E "envsum|featsum|Duration|Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy|Issued Ipc|No Eligible|Stall|ERR_" \
+    "$LOGS/ncu.log" | head -n 120
+  return $r
+}
+
 echo "# gpu_session $(date '+%F %T') steps: ${steps[*]}" >>"$summary"
 for s in "${steps[@]}"; do
   case "$s" in
-    env | deps | build | compile | tests | sanitize | bench) run_step "$s" ;;
-    *) echo "unknown step '$s' (env deps build compile tests sanitize bench)" | tee -a "$summary"; overall=1 ;;
+    env | deps | build | compile | tests | sanitize | bench | profile) run_step "$s" ;;
+    *) echo "unknown step '$s' (env deps build compile tests sanitize bench profile)" | tee -a "$summary"; overall=1 ;;
   esac
 done
 bundle

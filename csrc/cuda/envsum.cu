@@ -587,6 +587,16 @@ bool use_lanes_backward(const EnvsumArgs<T>& a, const std::string& choice) {
   return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
 }
 
+// FASTDIPOLE_CUDA_ENVSUM_FEATSUM = atomic: the lanes backward adds its featsum terms to grad_z with float
+// atomics, so the (n_pairs x n_features) scratch C, the pair grouping by sender and the featsum pass go away,
+// at the price of run-to-run bitwise reproducibility of grad_z. Unset (or "sorted"): C, then a featsum in
+// ascending pair order (deterministic). Only the lanes backward has the atomic mode.
+template <typename T>
+bool use_atomic_featsum(const EnvsumArgs<T>& a) {
+  return use_lanes_backward(a, kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD")) &&
+         kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FEATSUM") == "atomic";
+}
+
 template <int V>
 using IntConstant = std::integral_constant<int, V>;
 
@@ -612,36 +622,47 @@ cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct =
   return with_ct(IntConstant<32>{});
 }
 
+// Benchmark knob FASTDIPOLE_CUDA_LANES_PIPELINE=1: the lanes forward loads the next batch of sender rows
+// before adding the current one (envsum_lanes.cuh); unset or 0, one batch at a time (the measured default).
+inline bool forward_pipelined() {
+  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_PIPELINE");
+  return env != nullptr && std::string(env) == "1";
+}
+
 template <typename T, int SV, int CT>
 cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
   const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
   const int64_t blocks = ceil_div(a.n_atoms * n_chunks, lanes::kForwardWarps);
   if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
   const unsigned threads = lanes::kForwardWarps * kWarp;
-  lanes::envsum_forward_lanes_kernel<T, SV, CT><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
+  if (forward_pipelined()) {
+    lanes::envsum_forward_lanes_kernel<T, SV, CT, true><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
+  } else {
+    lanes::envsum_forward_lanes_kernel<T, SV, CT, false><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
+  }
   return cudaGetLastError();
 }
 
 template <typename T, int SV, int CT>
-cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
-                                  double* part_sigma, cudaStream_t stream) {
+cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
+                                  double* part_mu, double* part_sigma, cudaStream_t stream) {
   const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
   const int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
   const size_t shared = lanes::backward_shared_bytes<T, SV>(n_warps);
   if (shared > kSharedBudget) return cudaErrorInvalidValue;
   lanes::envsum_backward_lanes_kernel<T, SV, CT><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
-      a, grad_env, n_chunks, C, grad_r, part_mu, part_sigma);
+      a, grad_env, n_chunks, C, grad_z_atomic, grad_r, part_mu, part_sigma);
   return cudaGetLastError();
 }
 
 // The lanes backward for any SV / CT; instantiated for float32 only (use_lanes_backward is false for float64).
 template <typename T>
-cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
-                                      double* part_sigma, cudaStream_t stream) {
+cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
+                                      double* part_mu, double* part_sigma, cudaStream_t stream) {
   if constexpr (sizeof(T) == 4) {
     return dispatch_lanes<2>(a, [&](auto sv, auto ct) {
-      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_r, part_mu,
-                                                                                 part_sigma, stream);
+      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_z_atomic,
+                                                                                 grad_r, part_mu, part_sigma, stream);
     });
   } else {
     return cudaErrorInvalidValue;
@@ -666,7 +687,7 @@ struct BackwardScratchLayout {
 template <typename T>
 BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
   BackwardScratchLayout l;
-  const size_t c_bytes = align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
+  const size_t c_bytes = use_atomic_featsum(a) ? 0 : align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
   const size_t part_bytes = sizeof(double) * size_t(a.n_sens) * size_t(a.n_atoms);
   l.C = 0;
   l.part_mu = c_bytes;
@@ -711,6 +732,11 @@ size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& a) {
 }
 
 template <typename T>
+bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& a) {
+  return !use_atomic_featsum(a);
+}
+
+template <typename T>
 cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, const int64_t* second_order,
                                      const int64_t* second_offsets, void* scratch, T* grad_z, T* grad_r,
                                      T* grad_mu, T* grad_sigma, cudaStream_t stream) {
@@ -742,10 +768,14 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
 
   const std::string backward = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
-  T* C_or_null = grad_z != nullptr ? C : nullptr;
+  const bool atomic_featsum = grad_z != nullptr && use_atomic_featsum(a);
+  T* C_or_null = grad_z != nullptr && !atomic_featsum ? C : nullptr;
   TiledPlan plan;
-  if (use_lanes_backward(a, backward)) {
-    err = launch_backward_lanes_any(a, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
+  if (atomic_featsum) {  // the kernel adds into grad_z: start from zeros
+    if ((err = cudaMemsetAsync(grad_z, 0, sizeof(T) * size_t(N * F), stream)) != cudaSuccess) return err;
+    err = launch_backward_lanes_any<T>(a, grad_env, nullptr, grad_z, grad_r, part_mu, part_sigma, stream);
+  } else if (use_lanes_backward(a, backward)) {
+    err = launch_backward_lanes_any<T>(a, grad_env, C_or_null, nullptr, grad_r, part_mu, part_sigma, stream);
   } else if (backward != "warp" && tiled_plan(a, plan)) {
     const size_t shared = tiled_shared_bytes<T>(S, plan.tile, plan.fc);
     envsum_backward_tiled_kernel<T><<<unsigned(N), plan.threads, shared, stream>>>(
@@ -762,7 +792,7 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   }
   if (err != cudaSuccess) return err;
 
-  if (grad_z != nullptr) {
+  if (grad_z != nullptr && !atomic_featsum) {
     // featsum: one warp per (sender, 32 or 64 features)
     if constexpr (sizeof(T) == 4) {
       err = F > kWarp ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)
@@ -783,6 +813,8 @@ template cudaError_t gaussian_envsum_forward<float>(const EnvsumArgs<float>&, fl
 template cudaError_t gaussian_envsum_forward<double>(const EnvsumArgs<double>&, double*, cudaStream_t);
 template size_t gaussian_envsum_backward_scratch_bytes<float>(const EnvsumArgs<float>&);
 template size_t gaussian_envsum_backward_scratch_bytes<double>(const EnvsumArgs<double>&);
+template bool gaussian_envsum_backward_reads_sender_groups<float>(const EnvsumArgs<float>&);
+template bool gaussian_envsum_backward_reads_sender_groups<double>(const EnvsumArgs<double>&);
 template cudaError_t gaussian_envsum_backward<float>(const EnvsumArgs<float>&, const float*, const int64_t*,
                                                      const int64_t*, void*, float*, float*, float*, float*,
                                                      cudaStream_t);

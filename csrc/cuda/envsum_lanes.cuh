@@ -67,10 +67,49 @@ __device__ __forceinline__ void stage_sensitivities(int S, int nk, int thread, i
 
 // ---------------------------------------------------------------------------------------------------------
 // Forward: env[i, v, f] = sum over the row's pairs k (in order) of s[k][v] z[j_k, f], dropped terms skipped.
-// Block: kForwardWarps independent warps; warp task = i * n_chunks + chunk.
+// Block: kForwardWarps independent warps; warp task = i * n_chunks + chunk. The sender feature rows of
+// kPairBatch pairs are loaded per lane before their terms are added; PIPELINED (benchmark knob
+// FASTDIPOLE_CUDA_LANES_PIPELINE=1) loads the next batch's rows before adding the current batch's terms, so
+// one load latency per tile is exposed instead of one per batch, for kPairBatch * CT more registers.
 // ---------------------------------------------------------------------------------------------------------
+template <typename T, int CT>
+__device__ __forceinline__ void load_sender_rows(const EnvsumArgs<T>& a, const int64_t* tile_j, int k0, int64_t f0,
+                                                 T (&zv)[kPairBatch][CT]) {
+#pragma unroll
+  for (int q = 0; q < kPairBatch; ++q) {
+    const int64_t j = tile_j[k0 + q];
+#pragma unroll
+    for (int c = 0; c < CT; ++c) {
+      const int64_t f = f0 + kWarp * c;
+      zv[q][c] = (j >= 0 && f < a.n_features) ? a.z[j * a.n_features + f] : T(0);
+    }
+  }
+}
+
 template <typename T, int SV, int CT>
-__global__ void __launch_bounds__(kForwardWarps * kWarp, 1)  // 1: ptxas may use every register it wants
+__device__ __forceinline__ void add_batch_terms(const T (&s)[kWarp][SV], const int64_t* tile_j, int k0,
+                                                const T (&zv)[kPairBatch][CT], T (&acc)[SV][CT]) {
+#pragma unroll
+  for (int q = 0; q < kPairBatch; ++q) {
+    if (tile_j[k0 + q] < 0) continue;  // uniform over the warp; also the rows past nk
+#pragma unroll
+    for (int u = 0; u < SV; ++u) {
+      const T sv = s[k0 + q][u];
+#pragma unroll
+      for (int c = 0; c < CT; ++c) acc[u][c] = (sv != T(0)) ? acc[u][c] + sv * zv[q][c] : acc[u][c];
+    }
+  }
+}
+
+// Minimum blocks per SM: 1 lets ptxas use every register it wants; the pipelined kernel asks for 3 (at most
+// 168 registers), 2 (at most 256) from 96 accumulators per lane up, where 3 spills on sm_80.
+template <int SV, int CT, bool PIPELINED>
+constexpr int forward_min_blocks() {
+  return PIPELINED ? (SV * CT >= 96 ? 2 : 3) : 1;
+}
+
+template <typename T, int SV, int CT, bool PIPELINED>
+__global__ void __launch_bounds__(kForwardWarps * kWarp, (forward_min_blocks<SV, CT, PIPELINED>()))
     envsum_forward_lanes_kernel(const EnvsumArgs<T> a, int64_t n_chunks, T* __restrict__ env) {
   __shared__ PairTile<T, SV> tiles[kForwardWarps];
   const int warp = int(threadIdx.x) / kWarp, lane = int(threadIdx.x) % kWarp;
@@ -96,26 +135,23 @@ __global__ void __launch_bounds__(kForwardWarps * kWarp, 1)  // 1: ptxas may use
     __syncwarp();
     stage_sensitivities(int(S), nk, lane, kWarp, t);
     __syncwarp();
-    for (int k0 = 0; k0 < nk; k0 += kPairBatch) {  // rows past nk have j = -1: no tail loop needed
-      T zv[kPairBatch][CT];
-#pragma unroll
-      for (int q = 0; q < kPairBatch; ++q) {
-        const int64_t j = t.j[k0 + q];
-#pragma unroll
-        for (int c = 0; c < CT; ++c) {
-          const int64_t f = f0 + kWarp * c;
-          zv[q][c] = (j >= 0 && f < F) ? a.z[j * F + f] : T(0);
-        }
+    // Batches start at multiples of kPairBatch below nk <= 32, so their rows stay inside the tile, and rows
+    // past nk have j = -1: no tail loop needed.
+    if constexpr (PIPELINED) {
+      T za[kPairBatch][CT], zb[kPairBatch][CT];
+      load_sender_rows(a, t.j, 0, f0, za);
+      for (int k0 = 0; k0 < nk; k0 += 2 * kPairBatch) {
+        const bool second = k0 + kPairBatch < nk;
+        if (second) load_sender_rows(a, t.j, k0 + kPairBatch, f0, zb);
+        add_batch_terms(t.s, t.j, k0, za, acc);
+        if (k0 + 2 * kPairBatch < nk) load_sender_rows(a, t.j, k0 + 2 * kPairBatch, f0, za);
+        if (second) add_batch_terms(t.s, t.j, k0 + kPairBatch, zb, acc);
       }
-#pragma unroll
-      for (int q = 0; q < kPairBatch; ++q) {
-        if (t.j[k0 + q] < 0) continue;  // uniform over the warp; also the rows past nk
-#pragma unroll
-        for (int u = 0; u < SV; ++u) {
-          const T s = t.s[k0 + q][u];
-#pragma unroll
-          for (int c = 0; c < CT; ++c) acc[u][c] = (s != T(0)) ? acc[u][c] + s * zv[q][c] : acc[u][c];
-        }
+    } else {
+      for (int k0 = 0; k0 < nk; k0 += kPairBatch) {
+        T zv[kPairBatch][CT];
+        load_sender_rows(a, t.j, k0, f0, zv);
+        add_batch_terms(t.s, t.j, k0, zv, acc);
       }
     }
   }
@@ -184,7 +220,8 @@ size_t backward_shared_bytes(int n_warps) {
 // Backward pass 1: block per receiving atom i with W warps; warp w takes feature chunks w, w + W, ... and
 // holds grad_env[i, :, chunk] in registers. Per tile of 32 pairs (pairs staged by warp 0, sensitivities by
 // the block), for each pair k:
-//   C[p, f]   = sum_v s[k][v] dE[v, f]            (lane's features; v in order, dropped terms skipped)
+//   C[p, f]   = sum_v s[k][v] dE[v, f]            (lane's features; v in order, dropped terms skipped),
+//               stored to C, or with grad_z_atomic added to grad_z_atomic[j_k, f] by float atomics
 //   dS[k, v] += sum_f dE[v, f] z[j_k, f]          (lane's features, then a transposing warp sum; chunks of
 //                                                  a warp in order, then warps in order)
 // then, per tile: dS and the derivatives of s once per active (pair, v) term, spread over the block, and from
@@ -194,8 +231,8 @@ size_t backward_shared_bytes(int n_warps) {
 template <typename T, int SV, int CT>
 __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
     envsum_backward_lanes_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int64_t n_chunks,
-                                 T* __restrict__ C, T* __restrict__ grad_r, double* __restrict__ part_mu,
-                                 double* __restrict__ part_sigma) {
+                                 T* __restrict__ C, T* __restrict__ grad_z_atomic, T* __restrict__ grad_r,
+                                 double* __restrict__ part_mu, double* __restrict__ part_sigma) {
   constexpr int P = PaddedValues<SV>::value;
   constexpr int kShift = 5 - Log2<P>::value;  // lane l holds value l >> kShift after the warp sum
   extern __shared__ __align__(16) unsigned char shared_raw[];
@@ -262,7 +299,9 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
         if (k + 1 < nk) load_z(k + 1, z_next);
         if (t.j[k] < 0) continue;  // uniform over the warp
         const T* sk = t.s[k];
-        if (C != nullptr) {
+        // featsum terms: to C, or (atomic mode) straight into grad_z; a pair without sensitivities adds 0
+        const bool atomic_terms = grad_z_atomic != nullptr && t.cut[k] != T(-1);
+        if (C != nullptr || atomic_terms) {
 #pragma unroll
           for (int c = 0; c < CT; ++c) {
             T cv = T(0);
@@ -272,7 +311,13 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
               if (s != T(0)) cv += s * g[u][c];
             }
             const int64_t f = f0 + kWarp * c;
-            if (f < F) C[(p0 + k) * F + f] = cv;
+            if (f < F) {
+              if (C != nullptr) {
+                C[(p0 + k) * F + f] = cv;
+              } else {
+                atomicAdd(grad_z_atomic + t.j[k] * F + f, cv);
+              }
+            }
           }
         }
         T d[P];

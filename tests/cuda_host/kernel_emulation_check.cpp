@@ -247,7 +247,11 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
                                fp::serial_for());
   std::vector<T> gz(static_cast<size_t>(N * F), T(-777)), gr(static_cast<size_t>(P), T(-777)), gm(static_cast<size_t>(S), T(-777)), gs(static_cast<size_t>(S), T(-777));
   std::vector<unsigned char> scratch(fc::gaussian_envsum_backward_scratch_bytes(a), 0xCD);
-  check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), order.data(), second_offsets.data(), scratch.data(),
+  // The atomic featsum mode (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic) must not read the grouping: pass none.
+  const bool groups = fc::gaussian_envsum_backward_reads_sender_groups(a);
+  const int64_t* group_order = groups ? order.data() : nullptr;
+  const int64_t* group_offsets = groups ? second_offsets.data() : nullptr;
+  check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), group_order, group_offsets, scratch.data(),
                                           gz.data(), gr.data(), gm.data(), gs.data(), nullptr),
              label + " backward");
   close(gz, gz_w, tol, label + " grad_z");
@@ -258,7 +262,7 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
   // Repeated runs: identical bits.
   std::vector<T> env2(env_got.size()), gz2(gz.size()), gr2(gr.size()), gm2(gm.size()), gs2(gs.size());
   fc::gaussian_envsum_forward(a, env2.data(), nullptr);
-  fc::gaussian_envsum_backward(a, grad_env.data(), order.data(), second_offsets.data(), scratch.data(), gz2.data(),
+  fc::gaussian_envsum_backward(a, grad_env.data(), group_order, group_offsets, scratch.data(), gz2.data(),
                                gr2.data(), gm2.data(), gs2.data(), nullptr);
   if (env2 != env_got || gz2 != gz || gr2 != gr || gm2 != gm || gs2 != gs) fail(label + ": repeated run differs");
 
@@ -271,7 +275,7 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
     check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), no_index, no_index, scratch.data(), none, none,
                                             gm3.data(), gs3.data(), nullptr),
                label + " backward without grad_z, grad_r");
-    check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), order.data(), second_offsets.data(), scratch.data(),
+    check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), group_order, group_offsets, scratch.data(),
                                             gz3.data(), none, none, none, nullptr),
                label + " backward with grad_z only");
     if (gm3 != gm || gs3 != gs || gz3 != gz) fail(label + ": skipping outputs changed the others");
@@ -294,7 +298,8 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
     std::vector<int64_t> bad_order(order), bad_so(second_offsets);
     bad_order[0] = int64_t(1) << 41;
     bad_so[1] = int64_t(1) << 42;
-    check_cuda(fc::gaussian_envsum_backward(b, grad_env.data(), bad_order.data(), bad_so.data(), scratch.data(),
+    check_cuda(fc::gaussian_envsum_backward(b, grad_env.data(), groups ? bad_order.data() : nullptr,
+                                            groups ? bad_so.data() : nullptr, scratch.data(),
                                             gz2.data(), gr2.data(), gm2.data(), gs2.data(), nullptr),
                label + " malformed backward");
     for (T x : env_bad) {
