@@ -574,6 +574,16 @@ inline int forward_max_columns() {
   return v >= 4 ? 4 : (v >= 2 ? 2 : 1);
 }
 
+// The same for the lanes backward (FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS, 1, 2 or 4; default 2, as measured:
+// with 4, one warp holds a 128-feature row of grad_env, so each transposing warp sum serves twice the
+// features, for ~190 registers per thread instead of ~130).
+inline int backward_max_columns() {
+  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS");
+  if (env == nullptr || *env == '\0') return 2;
+  const int v = std::atoi(env);
+  return v >= 4 ? 4 : (v >= 2 ? 2 : 1);
+}
+
 template <typename T>
 bool use_lanes_forward(const EnvsumArgs<T>& a) {
   if (a.n_sens > kLanesMaxSensitivities) return false;
@@ -601,10 +611,11 @@ template <int V>
 using IntConstant = std::integral_constant<int, V>;
 
 // Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 24 or 32 >= n_sens)
-// and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (the forward
-// takes 4, so one warp covers a 128-feature row and stages its pairs once; the backward, which also holds a
-// 32-value warp sum in registers, 2); in float64 always 1 (double registers are twice as wide).
-// max_ct (<= MAX_CT) lowers the bound at run time (the forward's FASTDIPOLE_CUDA_LANES_MAX_COLUMNS).
+// and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (4: one warp
+// covers a 128-feature row and stages its pairs once); in float64 always 1 (double registers are twice as
+// wide). max_ct (<= MAX_CT) lowers the bound at run time: FASTDIPOLE_CUDA_LANES_MAX_COLUMNS (forward, default
+// 4) and FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS (backward, which also holds a 32-value warp sum in
+// registers; default 2).
 template <int MAX_CT, typename T, typename Launch>
 cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct = MAX_CT) {
   auto with_ct = [&](auto sv) -> cudaError_t {
@@ -660,10 +671,11 @@ template <typename T>
 cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
                                       double* part_mu, double* part_sigma, cudaStream_t stream) {
   if constexpr (sizeof(T) == 4) {
-    return dispatch_lanes<2>(a, [&](auto sv, auto ct) {
+    auto launch = [&](auto sv, auto ct) {
       return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_z_atomic,
                                                                                  grad_r, part_mu, part_sigma, stream);
-    });
+    };
+    return dispatch_lanes<4>(a, launch, backward_max_columns());
   } else {
     return cudaErrorInvalidValue;
   }

@@ -179,7 +179,7 @@ struct Log2 {
 };
 
 // One halving step: N values -> N / 2, exchanged with the lane OFFSET away (indices are compile-time, so
-// d stays in registers).
+// d stays in registers). The upper lane of each pair keeps the upper half and sends the lower one.
 template <typename T, int N, int OFFSET, int P>
 __device__ __forceinline__ void transpose_halve(T (&d)[P], int lane) {
   const bool upper = (lane & OFFSET) != 0;
@@ -302,20 +302,28 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
         // featsum terms: to C, or (atomic mode) straight into grad_z; a pair without sensitivities adds 0
         const bool atomic_terms = grad_z_atomic != nullptr && t.cut[k] != T(-1);
         if (C != nullptr || atomic_terms) {
+          // v outer, columns inner: each s != 0 test is used CT times in a row (with the columns outer,
+          // ptxas kept the S predicates alive across columns and re-derived / spilled them, ~100 extra
+          // instructions per pair); same sums, v in order per column
+          T cv[CT];
+#pragma unroll
+          for (int c = 0; c < CT; ++c) cv[c] = T(0);
+#pragma unroll
+          for (int u = 0; u < SV; ++u) {
+            const T s = sk[u];
+            if (s != T(0)) {
+#pragma unroll
+              for (int c = 0; c < CT; ++c) cv[c] += s * g[u][c];
+            }
+          }
 #pragma unroll
           for (int c = 0; c < CT; ++c) {
-            T cv = T(0);
-#pragma unroll
-            for (int u = 0; u < SV; ++u) {
-              const T s = sk[u];
-              if (s != T(0)) cv += s * g[u][c];
-            }
             const int64_t f = f0 + kWarp * c;
             if (f < F) {
               if (C != nullptr) {
-                C[(p0 + k) * F + f] = cv;
+                C[(p0 + k) * F + f] = cv[c];
               } else {
-                atomicAdd(grad_z_atomic + t.j[k] * F + f, cv);
+                atomicAdd(grad_z_atomic + t.j[k] * F + f, cv[c]);
               }
             }
           }
