@@ -610,7 +610,8 @@ bool use_atomic_featsum(const EnvsumArgs<T>& a) {
 template <int V>
 using IntConstant = std::integral_constant<int, V>;
 
-// Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 24 or 32 >= n_sens)
+// Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 20, 24 or 32 >=
+// n_sens; 20 is HIP-NN's usual count, where 24 slots would spend a sixth of the FMAs on padding)
 // and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (4: one warp
 // covers a 128-feature row and stages its pairs once); in float64 always 1 (double registers are twice as
 // wide). max_ct (<= MAX_CT) lowers the bound at run time: FASTDIPOLE_CUDA_LANES_MAX_COLUMNS (forward, default
@@ -629,6 +630,7 @@ cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct =
   };
   if (a.n_sens <= 8) return with_ct(IntConstant<8>{});
   if (a.n_sens <= 16) return with_ct(IntConstant<16>{});
+  if (a.n_sens <= 20) return with_ct(IntConstant<20>{});
   if (a.n_sens <= 24) return with_ct(IntConstant<24>{});
   return with_ct(IntConstant<32>{});
 }
