@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # (label, mangled-name regex, marker regex of an instruction inside the hot loop, which marker: 0 first, -1 last)
 HOT_LOOPS = [
     ("forward lanes S<=20, 4 columns, per 4 pairs", r"forward_lanes_kernelIfLi20ELi4ELb0", r"LDS\.128", 0),
-    ("forward lanes S<=20, 4 columns, pipelined, per 8 pairs", r"forward_lanes_kernelIfLi20ELi4ELb1", r"LDS\.128", -1),
+    ("forward lanes S<=20, 4 columns, pipelined, per 8 pairs", r"forward_lanes_kernelIfLi20ELi4ELb1", r"VOTE", 0),
     ("backward lanes S<=20, 2 columns, per pair", r"backward_lanes_kernelIfLi20ELi2E", r"SHFL\.BFLY PT, R\d+, R\d+, 0x10",
      0),
     ("backward lanes S<=20, 4 columns, per pair", r"backward_lanes_kernelIfLi20ELi4E", r"SHFL\.BFLY PT, R\d+, R\d+, 0x10",
