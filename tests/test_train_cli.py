@@ -65,6 +65,18 @@ def test_train_then_evaluate_end_to_end(small_h5, tmp_path):
     assert metrics["n_molecules"] == 40 and metrics["checkpoint"] == "last"
 
 
+def test_progress_bar_only_on_a_terminal_unless_asked(small_h5, tmp_path):
+    # CliRunner's stderr is not a terminal: by default no bar (a log file would get a line per refresh), the
+    # per-epoch lines still come; --progress forces the bar.
+    args = ["train", "--data", str(small_h5), "--epochs", "1", *[a for a in TINY if a != "--no-progress"]]
+    quiet = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "quiet")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "valid |mu| MAE" in quiet.output and "batch/s" not in quiet.output and "%|" not in quiet.output
+    shown = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "shown"), "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert "%|" in shown.output
+
+
 def test_resume_via_cli_keeps_saved_settings(small_h5, tmp_path):
     runner = CliRunner()
     run = tmp_path / "run"

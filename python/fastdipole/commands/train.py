@@ -49,7 +49,8 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.option("--resume", is_flag=True, help="continue the interrupted run in --out from checkpoint_last.pt")
 @click.option("--max-minutes", type=float, default=None,
               help="stop before an epoch that would end past this many minutes of training")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="show the tqdm progress bar")
+@click.option("--progress/--no-progress", default=None,
+              help="show the tqdm progress bar  [default: when stderr is a terminal]")
 def command(resume, progress, **options):
     """Train a dipole model; writes config.json, split.npz, metrics.csv and checkpoints to the run folder.
 

@@ -151,7 +151,7 @@ def train(
     *,
     resume: bool = False,
     dataset: MoleculeDataset | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -159,8 +159,9 @@ def train(
 
     ``resume=True`` continues the run in ``config.out`` from ``checkpoint_last.pt`` exactly (same
     split, same shuffling, next epoch). ``dataset`` skips reading ``config.data`` (it must be that
-    file's content). ``on_epoch`` gets each epoch's metrics row; ``log`` gets the printed lines
-    (default: tqdm-safe print). Ctrl-C leaves ``checkpoint_last.pt`` at the last completed epoch.
+    file's content). ``progress``: the tqdm bar on stderr (None: only when stderr is a terminal, so a log
+    redirected to a file gets the per-epoch lines, not one line per bar refresh). ``on_epoch`` gets each
+    epoch's metrics row; ``log`` gets the printed lines (default: tqdm-safe print). Ctrl-C leaves ``checkpoint_last.pt`` at the last completed epoch.
     """
     say = log or (lambda msg: _tqdm().write(msg))
     run_dir = Path(config.out) if config.out else default_run_dir()
@@ -294,7 +295,8 @@ def train(
     epoch_times: list[float] = []
     stop_reason = "max epochs"
     epoch = start_epoch
-    bar = _tqdm()(total=max(config.epochs - start_epoch, 0) * len(loader), disable=not progress,
+    bar = _tqdm()(total=max(config.epochs - start_epoch, 0) * len(loader),
+                  disable=None if progress is None else not progress,  # None: tqdm's "only on a terminal"
                   unit="batch", dynamic_ncols=True, file=sys.stderr)
     last_valid = history[-1]["valid_dipole_mae_debye"] if history else None
     try:
