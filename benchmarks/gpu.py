@@ -10,7 +10,8 @@ Sections (each runs on its own; a failing or unavailable one is reported and ski
      second as a fraction of the measured copy bandwidth. Envsum forward: the default feature-lane kernel,
      "[lanes, 2 columns]", "[lanes, pipelined]" (FASTDIPOLE_CUDA_LANES_PIPELINE=1) and "[block]"; backward:
      the lanes kernel, "[lanes, atomic featsum]" (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic), "[lanes, 4 columns]"
-     (FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=4), both, "[tiled]", "[warp]";
+     (FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=4), "[lanes, item dS, ...]" (FASTDIPOLE_CUDA_LANES_DS=items) and
+     combinations, "[tiled]", "[warp]";
   4. training step (forward + backward + fused Adam, paper loss, 128 QM9 molecules, 2 interaction x 3 atom
      layers, 20 sensitivities, nf 128 and 60): fastdipole with its CUDA kernels (eager with and without
      input checks, with --cuda-graphs; torch.compile with --train-variants all) vs hippynn 0.1.3 with its
@@ -273,6 +274,14 @@ def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
             cases.append((f"gaussian_envsum_backward[lanes, 4 columns, atomic featsum] S={S} F={F}", with_env(
                 backward, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4", FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"),
                 bwd_bytes))
+            for columns in ("2", "4"):
+                cases.append((f"gaussian_envsum_backward[lanes, item dS, {columns} columns] S={S} F={F}", with_env(
+                    backward, FASTDIPOLE_CUDA_LANES_DS="items", FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns),
+                    bwd_bytes))
+            cases.append((f"gaussian_envsum_backward[lanes, item dS, 4 columns, atomic featsum] S={S} F={F}",
+                          with_env(backward, FASTDIPOLE_CUDA_LANES_DS="items",
+                                   FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4", FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"),
+                          bwd_bytes))
             for kernel in ("tiled", "warp"):
                 cases.append((f"gaussian_envsum_backward[{kernel}] S={S} F={F}", with_env(
                     backward, FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel), bwd_bytes))

@@ -56,14 +56,16 @@ def main() -> int:
     mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, device="cuda")
     sigma = torch.full((S,), 2.0 * S * 0.85, device="cuda")
     g = torch.randn((R.shape[0], S, F), device="cuda")
-    # (FASTDIPOLE_CUDA_ENVSUM_BACKWARD, _FEATSUM, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS)
-    backward_choices = (("lanes", "sorted", "2"), ("lanes", "atomic", "2"), ("lanes", "sorted", "4"),
-                        ("lanes", "atomic", "4"), ("tiled", "sorted", "2"))
+    # (FASTDIPOLE_CUDA_ENVSUM_BACKWARD, _FEATSUM, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS, FASTDIPOLE_CUDA_LANES_DS)
+    backward_choices = (("lanes", "sorted", "2", "warp-sum"), ("lanes", "atomic", "2", "warp-sum"),
+                        ("lanes", "sorted", "4", "warp-sum"), ("lanes", "sorted", "2", "items"),
+                        ("lanes", "sorted", "4", "items"), ("lanes", "atomic", "4", "items"),
+                        ("tiled", "sorted", "2", "warp-sum"))
     forward_choices = (("lanes", "0"), ("lanes", "1"), ("block", "0"))  # (kernel, FASTDIPOLE_CUDA_LANES_PIPELINE)
     if args.ncu_target:
-        for kernel, featsum, columns in backward_choices:
+        for kernel, featsum, columns, ds in backward_choices:
             os.environ.update(FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum,
-                              FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns)
+                              FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns, FASTDIPOLE_CUDA_LANES_DS=ds)
             for _ in range(2):
                 fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF)
         for kernel, pipeline in forward_choices:
@@ -73,14 +75,14 @@ def main() -> int:
         torch.cuda.synchronize()
         print(f"ncu target: {R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}, float32")
         return 0
-    for kernel, featsum, columns in backward_choices:
+    for kernel, featsum, columns, ds in backward_choices:
         os.environ.update(FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum,
-                          FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns)
-        show(f"gaussian_envsum_backward [{kernel}, {featsum} featsum, {columns} columns], {R.shape[0]} atoms, "
+                          FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns, FASTDIPOLE_CUDA_LANES_DS=ds)
+        show(f"gaussian_envsum_backward [{kernel}, {featsum} featsum, {columns} columns, {ds} dS], {R.shape[0]} atoms, "
              f"{first.numel()} pairs, S={S} F={F}",
              lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF))
     for name in ("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", "FASTDIPOLE_CUDA_ENVSUM_FEATSUM",
-                 "FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS"):
+                 "FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS", "FASTDIPOLE_CUDA_LANES_DS"):
         os.environ.pop(name)
     for kernel, pipeline in forward_choices:
         os.environ.update(FASTDIPOLE_CUDA_ENVSUM_FORWARD=kernel, FASTDIPOLE_CUDA_LANES_PIPELINE=pipeline)

@@ -23,14 +23,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# (label, mangled-name regex, marker regex of an instruction inside the hot loop, which marker: 0 first, -1 last)
+# (label, mangled-name regex, marker regex): the hot loop is the smallest loop around the first marker
+SHFL_16 = r"SHFL\.BFLY PT, R\d+, R\d+, 0x10"
 HOT_LOOPS = [
-    ("forward lanes S<=20, 4 columns, per 4 pairs", r"forward_lanes_kernelIfLi20ELi4ELb0", r"LDS\.128", 0),
-    ("forward lanes S<=20, 4 columns, pipelined, per 8 pairs", r"forward_lanes_kernelIfLi20ELi4ELb1", r"VOTE", 0),
-    ("backward lanes S<=20, 2 columns, per pair", r"backward_lanes_kernelIfLi20ELi2E", r"SHFL\.BFLY PT, R\d+, R\d+, 0x10",
-     0),
-    ("backward lanes S<=20, 4 columns, per pair", r"backward_lanes_kernelIfLi20ELi4E", r"SHFL\.BFLY PT, R\d+, R\d+, 0x10",
-     0),
+    ("forward lanes S<=20, 4 columns, per 4 pairs", r"forward_lanes_kernelIfLi20ELi4ELb0E", r"LDS\.128"),
+    ("forward lanes S<=20, 4 columns, pipelined, per 8 pairs", r"forward_lanes_kernelIfLi20ELi4ELb1E", r"VOTE"),
+    ("backward lanes S<=20, 2 columns, per pair", r"backward_lanes_kernelIfLi20ELi2ELb0E", SHFL_16),
+    ("backward lanes S<=20, 4 columns, per pair", r"backward_lanes_kernelIfLi20ELi4ELb0E", SHFL_16),
 ]
 
 
@@ -64,10 +63,10 @@ def parse_sass(text: str) -> dict[str, list[tuple[int, str]]]:
     return functions
 
 
-def hot_loop(instructions: list[tuple[int, str]], marker: str, which: int) -> list[str]:
-    """The instructions of the smallest backward-branch loop that contains the marker instruction (`which`: its
-    index among the matches, 0 the first, -1 the last)."""
-    target = [a for a, t in instructions if re.search(marker, t)][which]
+def hot_loop(instructions: list[tuple[int, str]], marker: str) -> list[str]:
+    """The instructions of the smallest loop (a backward branch and its target) around the first marker
+    instruction."""
+    target = next(a for a, t in instructions if re.search(marker, t))
     best = None
     for address, text in instructions:
         m = re.search(r"BRA (0x[0-9a-f]+)", text)
@@ -87,14 +86,16 @@ def opcode(instruction: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="90", help="SM architecture (default 90)")
-    parser.add_argument("--kernels", default="lanes", help="regex of the kernels whose registers to list")
+    parser.add_argument("--kernels", default="lanes",
+                        help="regex of the kernels (mangled or demangled names) whose registers to list")
     args = parser.parse_args()
     nvcc, cuobjdump = find_tool("nvcc"), find_tool("cuobjdump")
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "envsum.cubin"
-        build = subprocess.run([nvcc, "-std=c++17", "-O3", "-cubin", "-o", str(cubin), str(REPO / "csrc/cuda/envsum.cu"),
-                                f"-I{REPO / 'csrc'}", "-gencode", f"arch=compute_{args.arch},code=sm_{args.arch}",
-                                "-Xptxas", "-v"], capture_output=True, text=True)
+        source = str(REPO / "csrc" / "cuda" / "envsum.cu")
+        build = subprocess.run([nvcc, "-std=c++17", "-O3", "-cubin", "-o", str(cubin), source, f"-I{REPO / 'csrc'}",
+                                "-gencode", f"arch=compute_{args.arch},code=sm_{args.arch}", "-Xptxas", "-v"],
+                               capture_output=True, text=True)
         if build.returncode != 0:
             sys.exit(build.stderr)
         sass = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
@@ -111,20 +112,23 @@ def main() -> int:
         if m:
             spill = f"{m.group(1)} / {m.group(2)}"
         m = re.search(r"Used (\d+) registers", line)
-        if m and name and re.search(args.kernels, name):
-            pretty = subprocess.run([demangle, name], capture_output=True, text=True).stdout.strip() if demangle else name
+        if m and name:
+            pretty = name
+            if demangle:
+                pretty = subprocess.run([demangle, name], capture_output=True, text=True).stdout.strip()
             pretty = re.sub(r"fastdipole::cuda::\(anonymous namespace\)::", "", pretty).split("(")[0]
-            print(f"| {pretty} | {m.group(1)} | {spill} |")
+            if re.search(args.kernels, name) or re.search(args.kernels, pretty):
+                print(f"| {pretty} | {m.group(1)} | {spill} |")
             name, spill = None, "0 / 0"
 
     print(f"\n## hot loops (SASS instructions, sm_{args.arch})\n")
     functions = parse_sass(sass)
-    for label, pattern, marker, which in HOT_LOOPS:
+    for label, pattern, marker in HOT_LOOPS:
         matches = [f for f in functions if re.search(pattern, f)]
         if not matches:
             print(f"- {label}: kernel not found")
             continue
-        body = hot_loop(functions[matches[0]], marker, which)
+        body = hot_loop(functions[matches[0]], marker)
         mix = collections.Counter(opcode(t) for t in body)
         top = ", ".join(f"{k} {v}" for k, v in mix.most_common(8))
         print(f"- {label}: {len(body)} instructions ({top})")

@@ -27,11 +27,13 @@ CUTOFF = 6.5  # Angstrom
 # envsum kernel choices (read by the CUDA launchers at each call)
 LANES = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "lanes", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "lanes",
          "FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": "4", "FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS": "2",
-         "FASTDIPOLE_CUDA_ENVSUM_FEATSUM": "sorted", "FASTDIPOLE_CUDA_LANES_PIPELINE": "0"}
+         "FASTDIPOLE_CUDA_ENVSUM_FEATSUM": "sorted", "FASTDIPOLE_CUDA_LANES_PIPELINE": "0",
+         "FASTDIPOLE_CUDA_LANES_DS": "warp-sum"}
 LANES_2 = dict(LANES, FASTDIPOLE_CUDA_LANES_MAX_COLUMNS="2")
 # the opt-in variants: pipelined forward, 4-column backward adding its featsum terms by atomics
 LANES_ATOMIC = dict(LANES, FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic", FASTDIPOLE_CUDA_LANES_PIPELINE="1",
                     FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4")
+LANES_ITEMS = dict(LANES, FASTDIPOLE_CUDA_LANES_DS="items")  # item dS (opt-in)
 BLOCK_TILED = dict(LANES, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block", FASTDIPOLE_CUDA_ENVSUM_BACKWARD="tiled")
 
 
@@ -97,7 +99,7 @@ def main() -> int:
         # the QM9 shape (one and several feature chunks) with the default lanes kernels and with the block /
         # tiled ones, and many sensitivities with few features (beyond the lanes kernels)
         for S, F, kernels in ((20, 32, LANES), (20, 100, LANES), (20, 100, LANES_2), (20, 100, LANES_ATOMIC),
-                              (20, 32, BLOCK_TILED), (70, 5, LANES)):
+                              (20, 100, LANES_ITEMS), (32, 300, LANES_ITEMS), (20, 32, BLOCK_TILED), (70, 5, LANES)):
             os.environ.update(kernels)
             z = torch.randn((R.shape[0], F), generator=gen, dtype=dtype)
             mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, dtype=dtype)
@@ -122,7 +124,7 @@ def main() -> int:
     f2, s2, ro2 = first.clone(), second.clone(), row.clone()
     s2[0], s2[1], f2[2], ro2[5] = 10**9, -3, f2[2] + 1, 10**12
     mu = torch.linspace(1.0, 5.0, 6).cuda()
-    for kernels in (LANES, LANES_ATOMIC, BLOCK_TILED):
+    for kernels in (LANES, LANES_ATOMIC, LANES_ITEMS, BLOCK_TILED):
         os.environ.update(kernels)
         env = fd.gaussian_envsum(z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)
         fd.gaussian_envsum_backward(torch.ones_like(env), z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)

@@ -249,7 +249,7 @@ step_profile() {
   "$ncu" --version | tail -n 1
   # every envsum / featsum launch of the target (second of each pair is warm), the sections that say whether a
   # kernel waits on memory, on latency (occupancy, stalls) or on issue slots
-  "$ncu" --target-processes all --kernel-name 'regex:envsum|featsum' --launch-count 22 \
+  "$ncu" --target-processes all --kernel-name 'regex:envsum|featsum' --launch-count 30 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section SchedulerStats --section MemoryWorkloadAnalysis \
     "$PYTHON" benchmarks/gpu_profile.py --ncu-target >"$LOGS/ncu.log" 2>&1

@@ -656,16 +656,36 @@ cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t st
   return cudaGetLastError();
 }
 
+// Benchmark knob FASTDIPOLE_CUDA_LANES_DS=items: the lanes backward sums dS by (pair, sensitivity group)
+// items from shared-memory tiles instead of transposing warp sums (envsum_lanes.cuh, ITEM_DS).
+inline bool backward_item_ds() {
+  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_DS");
+  return env != nullptr && std::string(env) == "items";
+}
+
+template <typename T, int SV, int CT, bool ITEM_DS>
+cudaError_t launch_backward_lanes_as(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
+                                     double* part_mu, double* part_sigma, cudaStream_t stream) {
+  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
+  int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
+  // fewer warps (each takes more chunks) where the item tiles would not fit
+  while (n_warps > 1 && lanes::backward_shared_bytes<T, SV, ITEM_DS>(n_warps) > kSharedBudget) --n_warps;
+  const size_t shared = lanes::backward_shared_bytes<T, SV, ITEM_DS>(n_warps);
+  if (shared > kSharedBudget) return cudaErrorInvalidValue;
+  lanes::envsum_backward_lanes_kernel<T, SV, CT, ITEM_DS><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
+      a, grad_env, n_chunks, C, grad_z_atomic, grad_r, part_mu, part_sigma);
+  return cudaGetLastError();
+}
+
 template <typename T, int SV, int CT>
 cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
                                   double* part_mu, double* part_sigma, cudaStream_t stream) {
-  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
-  const int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
-  const size_t shared = lanes::backward_shared_bytes<T, SV>(n_warps);
-  if (shared > kSharedBudget) return cudaErrorInvalidValue;
-  lanes::envsum_backward_lanes_kernel<T, SV, CT><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
-      a, grad_env, n_chunks, C, grad_z_atomic, grad_r, part_mu, part_sigma);
-  return cudaGetLastError();
+  if (backward_item_ds()) {
+    return launch_backward_lanes_as<T, SV, CT, true>(a, grad_env, C, grad_z_atomic, grad_r, part_mu, part_sigma,
+                                                     stream);
+  }
+  return launch_backward_lanes_as<T, SV, CT, false>(a, grad_env, C, grad_z_atomic, grad_r, part_mu, part_sigma,
+                                                    stream);
 }
 
 // The lanes backward for any SV / CT; instantiated for float32 only (use_lanes_backward is false for float64).

@@ -49,6 +49,10 @@ enum cudaMemcpyKind {
   cudaMemcpyDefault = 4
 };
 
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+
 struct dim3 {
   unsigned x, y, z;
   constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
@@ -307,6 +311,11 @@ template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
   if (mask != 0xffffffffu) emu::fatal("__shfl_xor_sync with a partial mask");
   return emu::exchange(v, int(emu::tid() % emu::kWarp) ^ lane_mask);
+}
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src_lane) {
+  if (mask != 0xffffffffu) emu::fatal("__shfl_sync with a partial mask");
+  return emu::exchange(v, src_lane & (emu::kWarp - 1));
 }
 template <typename T>
 inline T __shfl_up_sync(unsigned mask, T v, unsigned delta) {
