@@ -434,9 +434,11 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
       for (int64_t chunk = warp; chunk < n_chunks; chunk += n_warps) {
         if (held != chunk) FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk);
         const int64_t f0 = chunk * (kWarp * CT) + lane;
-        for (int k = 0; k < nk; ++k) {
-          if (t.j[k] < 0) continue;  // uniform over the warp
-          add_featsum_terms(k, t.s[k], active_groups<T, SV>(t.s[k], lane), f0);
+        if (C != nullptr || grad_z_atomic != nullptr) {  // featsum terms: only when grad_z is wanted
+          for (int k = 0; k < nk; ++k) {
+            if (t.j[k] < 0) continue;  // uniform over the warp
+            add_featsum_terms(k, t.s[k], active_groups<T, SV>(t.s[k], lane), f0);
+          }
         }
 #pragma unroll
         for (int c = 0; c < CT; ++c) {
