@@ -230,6 +230,28 @@ def with_env(fn, **env):
 # ---------------------------------------------------------------------------------------------------------
 # 3. kernel bandwidth
 # ---------------------------------------------------------------------------------------------------------
+# Envsum kernel choices timed beside the defaults (environment variables the CUDA launchers read per call):
+# the row label "op[label]", then the variables.
+FORWARD_VARIANTS = [
+    ("lanes, 2 columns", {"FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": "2"}),
+    ("lanes, pipelined", {"FASTDIPOLE_CUDA_LANES_PIPELINE": "1"}),
+    ("block", {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "block"}),
+]
+_ATOMIC = {"FASTDIPOLE_CUDA_ENVSUM_FEATSUM": "atomic"}
+_FOUR = {"FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS": "4"}
+_ITEMS = {"FASTDIPOLE_CUDA_LANES_DS": "items"}
+BACKWARD_VARIANTS = [
+    ("lanes, atomic featsum", _ATOMIC),
+    ("lanes, 4 columns", _FOUR),
+    ("lanes, 4 columns, atomic featsum", {**_FOUR, **_ATOMIC}),
+    ("lanes, item dS, 2 columns", _ITEMS),
+    ("lanes, item dS, 4 columns", {**_ITEMS, **_FOUR}),
+    ("lanes, item dS, 4 columns, atomic featsum", {**_ITEMS, **_FOUR, **_ATOMIC}),
+    ("tiled", {"FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "tiled"}),
+    ("warp", {"FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "warp"}),
+]
+
+
 def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
     rows = []
     n_mol = 128 if args.quick else 1024
@@ -258,33 +280,14 @@ def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
             bwd_bytes = es * (N * S * F + N * F + P + 2 * S) + index_bytes + es * (N * F + P + 2 * S)
             forward = lambda z=z, mu=mu, sigma=sigma: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF)
             cases.append((f"gaussian_envsum S={S} F={F}", forward, fwd_bytes))
-            cases.append((f"gaussian_envsum[lanes, 2 columns] S={S} F={F}", with_env(
-                forward, FASTDIPOLE_CUDA_LANES_MAX_COLUMNS="2"), fwd_bytes))
-            cases.append((f"gaussian_envsum[lanes, pipelined] S={S} F={F}", with_env(
-                forward, FASTDIPOLE_CUDA_LANES_PIPELINE="1"), fwd_bytes))
-            cases.append((f"gaussian_envsum[block] S={S} F={F}", with_env(
-                forward, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block"), fwd_bytes))
+            for label, knobs in FORWARD_VARIANTS:
+                cases.append((f"gaussian_envsum[{label}] S={S} F={F}", with_env(forward, **knobs), fwd_bytes))
             backward = (lambda z=z, mu=mu, sigma=sigma, g=grad_env: fd.gaussian_envsum_backward(
                 g, z, r, first, second, row, mu, sigma, CUTOFF))
             cases.append((f"gaussian_envsum_backward S={S} F={F}", backward, bwd_bytes))
-            cases.append((f"gaussian_envsum_backward[lanes, atomic featsum] S={S} F={F}", with_env(
-                backward, FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"), bwd_bytes))
-            cases.append((f"gaussian_envsum_backward[lanes, 4 columns] S={S} F={F}", with_env(
-                backward, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4"), bwd_bytes))
-            cases.append((f"gaussian_envsum_backward[lanes, 4 columns, atomic featsum] S={S} F={F}", with_env(
-                backward, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4", FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"),
-                bwd_bytes))
-            for columns in ("2", "4"):
-                cases.append((f"gaussian_envsum_backward[lanes, item dS, {columns} columns] S={S} F={F}", with_env(
-                    backward, FASTDIPOLE_CUDA_LANES_DS="items", FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns),
-                    bwd_bytes))
-            cases.append((f"gaussian_envsum_backward[lanes, item dS, 4 columns, atomic featsum] S={S} F={F}",
-                          with_env(backward, FASTDIPOLE_CUDA_LANES_DS="items",
-                                   FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4", FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"),
-                          bwd_bytes))
-            for kernel in ("tiled", "warp"):
-                cases.append((f"gaussian_envsum_backward[{kernel}] S={S} F={F}", with_env(
-                    backward, FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel), bwd_bytes))
+            for label, knobs in BACKWARD_VARIANTS:
+                cases.append((f"gaussian_envsum_backward[{label}] S={S} F={F}", with_env(backward, **knobs),
+                              bwd_bytes))
         grad_mu = torch.randn((M, 3), dtype=dtype, device=device)
         cases.append(("segmented_dipole", lambda: fd.segmented_dipole(q, R, off), es * (4 * N + 3 * M) + 8 * (M + 1)))
         cases.append(("segmented_dipole_backward", lambda: fd.segmented_dipole_backward(grad_mu, q, R, off),
