@@ -1,4 +1,5 @@
-"""benchmarks/gpu_variants.py: variant rows of a gpu.py run against the default row of the same op and shape."""
+"""Benchmark helpers: gpu_variants.py (variant rows of a gpu.py run against the default row of the same op and
+shape) and sensitivity_sparsity.py (active sensitivity terms and groups)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_variants  # noqa: E402
+import sensitivity_sparsity  # noqa: E402
 
 
 def row(kernel, ms, dtype="float32"):
@@ -51,3 +55,12 @@ def test_recorded_h200_run():
     ratios = dict(((shape, dtype), r) for shape, dtype, r in
                   gpu_variants.compare(data["sections"]["bandwidth"])[("gaussian_envsum_backward", "tiled")])
     assert abs(ratios[("S=20 F=128", "float32")] - 0.9481 / 0.5289) < 1e-3
+
+
+def test_active_fractions_count_terms_and_groups_of_four():
+    # 6 sensitivities -> 2 groups (the second padded with 2 inactive slots)
+    s = torch.tensor([[0.5, 0.0, 0.0, 0.0, 0.0, 0.0],     # 1 term, group 0
+                      [0.0, 0.0, 0.0, 0.0, 1e-11, 0.2],   # 1 term (1e-11 is dropped), group 1
+                      [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])    # nothing
+    terms, groups = sensitivity_sparsity.active_fractions(s)
+    assert abs(terms - 2 / 18) < 1e-12 and abs(groups - 2 / 6) < 1e-12
