@@ -568,24 +568,18 @@ inline std::string kernel_choice(const char* variable) {
 constexpr int64_t kLanesMaxSensitivities = 32;
 constexpr int64_t kLanesMinFeatures = 16;
 
-// Feature columns of 32 per lane in the lanes forward, at most (benchmark knob FASTDIPOLE_CUDA_LANES_MAX_COLUMNS,
-// 1, 2 or 4; default 4: one warp per 128-feature row).
-inline int forward_max_columns() {
-  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_MAX_COLUMNS");
-  if (env == nullptr || *env == '\0') return 4;
-  const int v = std::atoi(env);
+// Feature columns of 32 per lane in the lanes kernels, at most: FASTDIPOLE_CUDA_LANES_MAX_COLUMNS (forward,
+// default 4: one warp per 128-feature row) and FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS (backward, default 2, as
+// measured; with 4, one warp holds a 128-feature row of grad_env, so each transposing warp sum serves twice the
+// features, for more registers per thread). Values 1, 2 or 4 (others round down).
+inline int max_columns(const char* variable, int default_columns) {
+  const std::string choice = kernel_choice(variable);
+  if (choice == "auto") return default_columns;
+  const int v = std::atoi(choice.c_str());
   return v >= 4 ? 4 : (v >= 2 ? 2 : 1);
 }
-
-// The same for the lanes backward (FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS, 1, 2 or 4; default 2, as measured:
-// with 4, one warp holds a 128-feature row of grad_env, so each transposing warp sum serves twice the
-// features, for ~190 registers per thread instead of ~130).
-inline int backward_max_columns() {
-  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS");
-  if (env == nullptr || *env == '\0') return 2;
-  const int v = std::atoi(env);
-  return v >= 4 ? 4 : (v >= 2 ? 2 : 1);
-}
+inline int forward_max_columns() { return max_columns("FASTDIPOLE_CUDA_LANES_MAX_COLUMNS", 4); }
+inline int backward_max_columns() { return max_columns("FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS", 2); }
 
 template <typename T>
 bool use_lanes_forward(const EnvsumArgs<T>& a) {
@@ -640,10 +634,7 @@ cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct =
 
 // Benchmark knob FASTDIPOLE_CUDA_LANES_PIPELINE=1: the lanes forward loads the next batch of sender rows
 // before adding the current one (envsum_lanes.cuh); unset or 0, one batch at a time (the measured default).
-inline bool forward_pipelined() {
-  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_PIPELINE");
-  return env != nullptr && std::string(env) == "1";
-}
+inline bool forward_pipelined() { return kernel_choice("FASTDIPOLE_CUDA_LANES_PIPELINE") == "1"; }
 
 template <typename T, int SV, int CT>
 cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
@@ -661,10 +652,7 @@ cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t st
 
 // Benchmark knob FASTDIPOLE_CUDA_LANES_DS=items: the lanes backward sums dS by (pair, sensitivity group)
 // items from shared-memory tiles instead of transposing warp sums (envsum_lanes.cuh, ITEM_DS).
-inline bool backward_item_ds() {
-  const char* env = std::getenv("FASTDIPOLE_CUDA_LANES_DS");
-  return env != nullptr && std::string(env) == "items";
-}
+inline bool backward_item_ds() { return kernel_choice("FASTDIPOLE_CUDA_LANES_DS") == "items"; }
 
 template <typename T, int SV, int CT, bool ITEM_DS>
 cudaError_t launch_backward_lanes_as(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,

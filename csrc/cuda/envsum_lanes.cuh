@@ -92,11 +92,19 @@ __device__ __forceinline__ void load_sender_rows(const EnvsumArgs<T>& a, const i
 // mu / sigma, 34 % of the (pair, v) terms, 46 % of the groups of 4), and the lanes of a warp all work on the
 // same pair: skipping inactive groups saves their compares and FMAs (terms inside an active group stay
 // individually skipped, as before; results are unchanged).
+// Whether one of the 4 slots s4[0 .. 4) is active (| rather than ||: no branches).
+template <typename T>
+__device__ __forceinline__ bool any_active4(const T* s4) {
+  return (s4[0] != T(0)) | (s4[1] != T(0)) | (s4[2] != T(0)) | (s4[3] != T(0));
+}
+
+// Whether the group of slots [u0, u0 + 4) is in an active_groups mask.
+__device__ __forceinline__ bool group_active(unsigned groups, int u0) { return ((groups >> (u0 / 4)) & 1u) != 0; }
+
 template <typename T, int SV>
 __device__ __forceinline__ unsigned active_groups(const T* s_k, int lane) {
   static_assert(SV % 4 == 0 && SV / 4 <= kWarp, "sensitivity slots come in groups of 4");
-  const T* s4 = s_k + 4 * (lane < SV / 4 ? lane : 0);
-  const bool mine = (lane < SV / 4) & ((s4[0] != T(0)) | (s4[1] != T(0)) | (s4[2] != T(0)) | (s4[3] != T(0)));
+  const bool mine = (lane < SV / 4) & any_active4(s_k + 4 * (lane < SV / 4 ? lane : 0));
   return __ballot_sync(detail::kFullMask, mine);
 }
 
@@ -110,7 +118,7 @@ __device__ __forceinline__ void add_batch_terms(const T (&s)[kWarp][SV], const i
     const unsigned groups = active_groups<T, SV>(sk, lane);
 #pragma unroll
     for (int u0 = 0; u0 < SV; u0 += 4) {
-      if (((groups >> (u0 / 4)) & 1u) == 0) continue;  // uniform: the pair's inactive band
+      if (!group_active(groups, u0)) continue;  // uniform: the pair's inactive band
 #pragma unroll
       for (int u = u0; u < u0 + 4; ++u) {
         const T sv = sk[u];
@@ -249,19 +257,14 @@ size_t backward_shared_bytes(int n_warps) {
          (ITEM_DS ? size_t(n_warps) * ItemTiles<T, SV>::bytes : 0);
 }
 
-// 4 consecutive values from / to shared memory at a 16-byte aligned address (one 128-bit access in float32).
+// 4 consecutive float32 values from / to shared memory at a 16-byte aligned address (one 128-bit access;
+// the lanes backward, and so ITEM_DS, runs in float32 only).
 __device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
   const float4 q = *reinterpret_cast<const float4*>(p);
   v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
 }
-__device__ __forceinline__ void load4(const double* p, double (&v)[4]) {
-  for (int m = 0; m < 4; ++m) v[m] = p[m];
-}
 __device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
   *reinterpret_cast<float4*>(p) = float4{a, b, c, d};
-}
-__device__ __forceinline__ void store4(double* p, double a, double b, double c, double d) {
-  p[0] = a, p[1] = b, p[2] = c, p[3] = d;
 }
 
 // The tile's active (pair k, group g) items of one warp, in pair order, groups ascending: lane k counts its
@@ -272,8 +275,7 @@ __device__ __forceinline__ int build_items(const PairTile<T, SV>& t, int nk, int
   if (lane < nk && t.j[lane] >= 0) {
 #pragma unroll
     for (int g = 0; g < SV / 4; ++g) {
-      const T* s4 = t.s[lane] + 4 * g;
-      if ((s4[0] != T(0)) | (s4[1] != T(0)) | (s4[2] != T(0)) | (s4[3] != T(0))) mask |= 1u << g;
+      if (any_active4(t.s[lane] + 4 * g)) mask |= 1u << g;
     }
   }
   const int count = __popc(mask);
@@ -400,7 +402,7 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
       for (int c = 0; c < CT; ++c) cv[c] = T(0);
 #pragma unroll
       for (int u0 = 0; u0 < SV; u0 += 4) {
-        if (((groups >> (u0 / 4)) & 1u) == 0) continue;
+        if (!group_active(groups, u0)) continue;
 #pragma unroll
         for (int u = u0; u < u0 + 4; ++u) {
           const T s = sk[u];
@@ -497,7 +499,7 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
           for (int u = 0; u < P; ++u) d[u] = T(0);
 #pragma unroll
           for (int u0 = 0; u0 < SV; u0 += 4) {
-            if (((groups >> (u0 / 4)) & 1u) == 0) continue;
+            if (!group_active(groups, u0)) continue;
 #pragma unroll
             for (int u = u0; u < u0 + 4; ++u) {
 #pragma unroll
