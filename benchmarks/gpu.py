@@ -7,11 +7,8 @@ Sections (each runs on its own; a failing or unavailable one is reported and ski
      (if importable) on a batch of real QM9 molecules (vesin sees them spread in one non-periodic box)
      and on single random molecules at liquid density (0.1 atoms / Angstrom^3);
   3. kernel bandwidth: each CUDA kernel's useful bytes (inputs read once + outputs written once) per
-     second as a fraction of the measured copy bandwidth. Envsum forward: the default feature-lane kernel,
-     "[lanes, 2 columns]", "[lanes, pipelined]" (FASTDIPOLE_CUDA_LANES_PIPELINE=1) and "[block]"; backward:
-     the lanes kernel, "[lanes, atomic featsum]" (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic), "[lanes, 4 columns]"
-     (FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=4), "[lanes, item dS, ...]" (FASTDIPOLE_CUDA_LANES_DS=items) and
-     combinations, "[tiled]", "[warp]";
+     second as a fraction of the measured copy bandwidth: the default envsum kernels and, as "op[label]"
+     rows, every opt-in variant of fastdipole.ops.cuda_kernels (FORWARD_VARIANTS, BACKWARD_VARIANTS);
   4. training step (forward + backward + fused Adam, paper loss, 128 QM9 molecules, 2 interaction x 3 atom
      layers, 20 sensitivities, nf 128 and 60): fastdipole with its CUDA kernels (eager with and without
      input checks, with --cuda-graphs; torch.compile with --train-variants all) vs hippynn 0.1.3 with its
@@ -43,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from fastdipole.ops import cuda_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_QM9 = Path(os.environ.get("FASTDIPOLE_QM9_H5", REPO.parent / "shared" / "data" / "qm9" / "qm9_mulliken.h5"))
@@ -210,46 +209,19 @@ def neighbor_section(args, device: str, fd) -> list[dict]:
     return rows
 
 
-def with_env(fn, **env):
-    """fn run with environment variables set (the CUDA launchers read some per call), restored after."""
-    def run():
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            return fn()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    return run
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 3. kernel bandwidth
 # ---------------------------------------------------------------------------------------------------------
-# Envsum kernel choices timed beside the defaults (environment variables the CUDA launchers read per call):
-# the row label "op[label]", then the variables.
-FORWARD_VARIANTS = [
-    ("lanes, 2 columns", {"FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": "2"}),
-    ("lanes, pipelined", {"FASTDIPOLE_CUDA_LANES_PIPELINE": "1"}),
-    ("block", {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "block"}),
-]
-_ATOMIC = {"FASTDIPOLE_CUDA_ENVSUM_FEATSUM": "atomic"}
-_FOUR = {"FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS": "4"}
-_ITEMS = {"FASTDIPOLE_CUDA_LANES_DS": "items"}
-BACKWARD_VARIANTS = [
-    ("lanes, atomic featsum", _ATOMIC),
-    ("lanes, 4 columns", _FOUR),
-    ("lanes, 4 columns, atomic featsum", {**_FOUR, **_ATOMIC}),
-    ("lanes, item dS, 2 columns", _ITEMS),
-    ("lanes, item dS, 4 columns", {**_ITEMS, **_FOUR}),
-    ("lanes, item dS, 4 columns, atomic featsum", {**_ITEMS, **_FOUR, **_ATOMIC}),
-    ("tiled", {"FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "tiled"}),
-    ("warp", {"FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "warp"}),
-]
+# Envsum kernel choices timed beside the defaults: the row label "op[label]" and the environment variables
+# come from fastdipole.ops.cuda_kernels (FORWARD_VARIANTS, BACKWARD_VARIANTS).
+def with_kernels(fn, knobs=None):
+    """fn run with the CUDA envsum kernels chosen by knobs (every other knob at its default; the launchers
+    read them per call), the previous environment restored after."""
+    def run():
+        with cuda_kernels.kernel_environment(knobs or {}):
+            return fn()
+
+    return run
 
 
 def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
@@ -279,14 +251,14 @@ def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
             fwd_bytes = es * (N * F + P + 2 * S + N * S * F) + index_bytes
             bwd_bytes = es * (N * S * F + N * F + P + 2 * S) + index_bytes + es * (N * F + P + 2 * S)
             forward = lambda z=z, mu=mu, sigma=sigma: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF)
-            cases.append((f"gaussian_envsum S={S} F={F}", forward, fwd_bytes))
-            for label, knobs in FORWARD_VARIANTS:
-                cases.append((f"gaussian_envsum[{label}] S={S} F={F}", with_env(forward, **knobs), fwd_bytes))
+            cases.append((f"gaussian_envsum S={S} F={F}", with_kernels(forward), fwd_bytes))
+            for label, knobs in cuda_kernels.FORWARD_VARIANTS.items():
+                cases.append((f"gaussian_envsum[{label}] S={S} F={F}", with_kernels(forward, knobs), fwd_bytes))
             backward = (lambda z=z, mu=mu, sigma=sigma, g=grad_env: fd.gaussian_envsum_backward(
                 g, z, r, first, second, row, mu, sigma, CUTOFF))
-            cases.append((f"gaussian_envsum_backward S={S} F={F}", backward, bwd_bytes))
-            for label, knobs in BACKWARD_VARIANTS:
-                cases.append((f"gaussian_envsum_backward[{label}] S={S} F={F}", with_env(backward, **knobs),
+            cases.append((f"gaussian_envsum_backward S={S} F={F}", with_kernels(backward), bwd_bytes))
+            for label, knobs in cuda_kernels.BACKWARD_VARIANTS.items():
+                cases.append((f"gaussian_envsum_backward[{label}] S={S} F={F}", with_kernels(backward, knobs),
                               bwd_bytes))
         grad_mu = torch.randn((M, 3), dtype=dtype, device=device)
         cases.append(("segmented_dipole", lambda: fd.segmented_dipole(q, R, off), es * (4 * N + 3 * M) + 8 * (M + 1)))

@@ -3,14 +3,13 @@ kernel choice) and of one training step, eager and with CUDA graphs. A diagnosti
 a benchmark of record.
 
     python benchmarks/gpu_profile.py [--qm9 PATH]
-    python benchmarks/gpu_profile.py --ncu-target    # each envsum kernel choice twice, nothing else: the
+    python benchmarks/gpu_profile.py --ncu-target    # each envsum kernel choice once, nothing else: the
                                                      # program Nsight Compute profiles (tools/gpu_session.sh)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu  # noqa: E402  (the benchmark's data and step builders)
+
+from fastdipole.ops import cuda_kernels  # noqa: E402
 
 
 def show(title: str, fn, repeats: int = 5, rows: int = 12) -> None:
@@ -41,7 +42,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qm9", type=Path, default=gpu.DEFAULT_QM9)
     parser.add_argument("--ncu-target", action="store_true",
-                        help="run each envsum kernel choice twice (no torch.profiler), for ncu to profile")
+                        help="run each envsum kernel choice once (no torch.profiler), for ncu to profile")
     args = parser.parse_args()
     import fastdipole.ops._custom  # noqa: F401
 
@@ -56,40 +57,26 @@ def main() -> int:
     mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, device="cuda")
     sigma = torch.full((S,), 2.0 * S * 0.85, device="cuda")
     g = torch.randn((R.shape[0], S, F), device="cuda")
-    # (FASTDIPOLE_CUDA_ENVSUM_BACKWARD, _FEATSUM, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS, FASTDIPOLE_CUDA_LANES_DS)
-    backward_choices = (("lanes", "sorted", "2", "warp-sum"), ("lanes", "atomic", "2", "warp-sum"),
-                        ("lanes", "sorted", "4", "warp-sum"), ("lanes", "sorted", "2", "items"),
-                        ("lanes", "sorted", "4", "items"), ("lanes", "atomic", "4", "items"),
-                        ("tiled", "sorted", "2", "warp-sum"))
-    forward_choices = (("lanes", "0"), ("lanes", "1"), ("block", "0"))  # (kernel, FASTDIPOLE_CUDA_LANES_PIPELINE)
+    # every envsum kernel choice: the defaults, then each opt-in variant of fastdipole.ops.cuda_kernels
+    backward_choices = {"default": {}, **cuda_kernels.BACKWARD_VARIANTS}
+    forward_choices = {"default": {}, **cuda_kernels.FORWARD_VARIANTS}
+    backward = lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF)
+    forward = lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF)
     if args.ncu_target:
-        for kernel, featsum, columns, ds in backward_choices:
-            os.environ.update(FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum,
-                              FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns, FASTDIPOLE_CUDA_LANES_DS=ds)
-            for _ in range(2):
-                fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF)
-        for kernel, pipeline in forward_choices:
-            os.environ.update(FASTDIPOLE_CUDA_ENVSUM_FORWARD=kernel, FASTDIPOLE_CUDA_LANES_PIPELINE=pipeline)
-            for _ in range(2):
-                fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF)
+        for op, choices in ((backward, backward_choices), (forward, forward_choices)):
+            for knobs in choices.values():
+                with cuda_kernels.kernel_environment(knobs):
+                    op()  # once: ncu replays each kernel with caches flushed, so a warm-up run adds nothing
         torch.cuda.synchronize()
         print(f"ncu target: {R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}, float32")
         return 0
-    for kernel, featsum, columns, ds in backward_choices:
-        os.environ.update(FASTDIPOLE_CUDA_ENVSUM_BACKWARD=kernel, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum,
-                          FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=columns, FASTDIPOLE_CUDA_LANES_DS=ds)
-        show(f"gaussian_envsum_backward [{kernel}, {featsum} featsum, {columns} columns, {ds} dS], {R.shape[0]} atoms, "
-             f"{first.numel()} pairs, S={S} F={F}",
-             lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF))
-    for name in ("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", "FASTDIPOLE_CUDA_ENVSUM_FEATSUM",
-                 "FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS", "FASTDIPOLE_CUDA_LANES_DS"):
-        os.environ.pop(name)
-    for kernel, pipeline in forward_choices:
-        os.environ.update(FASTDIPOLE_CUDA_ENVSUM_FORWARD=kernel, FASTDIPOLE_CUDA_LANES_PIPELINE=pipeline)
-        show(f"gaussian_envsum forward [{kernel}{', pipelined' if pipeline == '1' else ''}]",
-             lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF))
-    os.environ.pop("FASTDIPOLE_CUDA_ENVSUM_FORWARD")
-    os.environ.pop("FASTDIPOLE_CUDA_LANES_PIPELINE")
+    problem = f"{R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}"
+    for label, knobs in backward_choices.items():
+        with cuda_kernels.kernel_environment(knobs):
+            show(f"gaussian_envsum_backward [{label}], {problem}", backward)
+    for label, knobs in forward_choices.items():
+        with cuda_kernels.kernel_environment(knobs):
+            show(f"gaussian_envsum forward [{label}], {problem}", forward)
 
     from fastdipole.units import DEBYE_PER_E_ANGSTROM
 

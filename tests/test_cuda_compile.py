@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastdipole.ops import cuda_kernels
+
 REPO = Path(__file__).resolve().parents[1]
 CUDA_SOURCES = sorted((REPO / "csrc" / "cuda").glob("*.cu"))
 
@@ -128,21 +130,11 @@ def test_cuda_kernels_match_cpu_kernels_on_emulator(tmp_path):
     data = tmp_path / "molecules.bin"
     n_atoms = _write_molecules(data)
     args = [str(exe)] + ([str(data)] if n_atoms else [])
-    # every envsum kernel: the default lanes kernels; the opt-in variants (pipelined lanes forward; lanes
-    # backward with 4 feature columns per lane adding its featsum terms by atomics; item dS with 2 and with 4
-    # columns); the block forward with each older backward kernel
-    configs = (("lanes", "lanes", "sorted", "0", "2", "warp-sum"), ("lanes", "lanes", "atomic", "1", "4", "warp-sum"),
-               ("lanes", "lanes", "sorted", "0", "2", "items"), ("lanes", "lanes", "atomic", "0", "4", "items"),
-               ("block", "tiled", "sorted", "0", "2", "warp-sum"), ("block", "warp", "sorted", "0", "2", "warp-sum"))
-    for forward, backward, featsum, pipeline, backward_columns, ds in configs:
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", FASTDIPOLE_CUDA_ENVSUM_FORWARD=forward,
-                   FASTDIPOLE_CUDA_ENVSUM_BACKWARD=backward, FASTDIPOLE_CUDA_ENVSUM_FEATSUM=featsum,
-                   FASTDIPOLE_CUDA_LANES_PIPELINE=pipeline, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS=backward_columns,
-                   FASTDIPOLE_CUDA_LANES_DS=ds)
+    # every envsum kernel choice the CUDA tests run (the defaults and each opt-in variant)
+    for name in cuda_kernels.TEST_CONFIGURATIONS:
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", **cuda_kernels.configuration(name))
         run = subprocess.run(args, capture_output=True, text=True, timeout=3600 if sanitize else 600, env=env)
-        config = (f"forward={forward} backward={backward} featsum={featsum} pipeline={pipeline} "
-                  f"backward_columns={backward_columns} ds={ds}")
-        assert run.returncode == 0, f"{config}: " + run.stdout + run.stderr
+        assert run.returncode == 0, f"{name}: " + run.stdout + run.stderr
         assert run.stdout.startswith("ok kernel_emulation_check"), run.stdout + run.stderr
         if n_atoms:  # ran on the QM9 molecules, not the random fallback
             assert run.stdout.startswith(f"ok kernel_emulation_check: {n_atoms} atoms"), run.stdout

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from fastdipole.ops import cuda_kernels
+
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
@@ -193,32 +195,11 @@ SHAPES = [  # (n_molecules, S, F): the QM9 model, the one-hot first layer, large
 ]
 
 
-_LANES = {"FASTDIPOLE_CUDA_ENVSUM_FORWARD": "lanes", "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "lanes",
-          "FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": "4", "FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS": "2",
-          "FASTDIPOLE_CUDA_ENVSUM_FEATSUM": "sorted", "FASTDIPOLE_CUDA_LANES_PIPELINE": "0",
-          "FASTDIPOLE_CUDA_LANES_DS": "warp-sum"}
-KERNELS = {  # kernel-choice environment: the default lanes kernels (n_sens <= 32; forward with up to 4 or 2
-    # feature columns per lane); the opt-in variants: pipelined lanes forward, lanes backward with 4 columns
-    # per lane (sorted or atomic featsum), item dS (2 or 4 columns); the older kernels
-    "lanes": _LANES,
-    "lanes-2-columns": dict(_LANES, FASTDIPOLE_CUDA_LANES_MAX_COLUMNS="2"),
-    "lanes-pipelined-4-column-backward": dict(_LANES, FASTDIPOLE_CUDA_LANES_PIPELINE="1",
-                                              FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4"),
-    "lanes-4-column-atomic-featsum": dict(_LANES, FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4",
-                                          FASTDIPOLE_CUDA_ENVSUM_FEATSUM="atomic"),
-    "lanes-item-ds": dict(_LANES, FASTDIPOLE_CUDA_LANES_DS="items"),
-    "lanes-item-ds-4-columns": dict(_LANES, FASTDIPOLE_CUDA_LANES_DS="items",
-                                    FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS="4"),
-    "block-tiled": dict(_LANES, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block", FASTDIPOLE_CUDA_ENVSUM_BACKWARD="tiled"),
-    "block-warp": dict(_LANES, FASTDIPOLE_CUDA_ENVSUM_FORWARD="block", FASTDIPOLE_CUDA_ENVSUM_BACKWARD="warp"),
-}
-
-
-@pytest.mark.parametrize("kernels", list(KERNELS))
+@pytest.mark.parametrize("kernels", list(cuda_kernels.TEST_CONFIGURATIONS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"M{m}-S{s}-F{f}" for m, s, f in SHAPES])
 def test_gaussian_envsum_forward_and_backward_match_cpu(fd, qm9, dtype, shape, kernels, monkeypatch):
-    for name, value in KERNELS[kernels].items():
+    for name, value in cuda_kernels.configuration(kernels).items():
         monkeypatch.setenv(name, value)
     n_mol, S, F = shape
     args = envsum_problem(fd, qm9, n_mol, S, F, dtype)

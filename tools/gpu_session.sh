@@ -251,9 +251,9 @@ step_profile() {
     return 0
   fi
   "$ncu" --version | tail -n 1
-  # every envsum / featsum launch of the target (second of each pair is warm), the sections that say whether a
-  # kernel waits on memory, on latency (occupancy, stalls) or on issue slots
-  "$ncu" --target-processes all --kernel-name 'regex:envsum|featsum' --launch-count 30 \
+  # every envsum / featsum launch of the target (each kernel choice once; at most 2 such kernels per backward),
+  # the sections that say whether a kernel waits on memory, on latency (occupancy, stalls) or on issue slots
+  "$ncu" --target-processes all --kernel-name 'regex:envsum|featsum' --launch-count 40 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section SchedulerStats --section MemoryWorkloadAnalysis \
     "$PYTHON" benchmarks/gpu_profile.py --ncu-target >"$LOGS/ncu.log" 2>&1

@@ -18,6 +18,14 @@
 
 namespace fastdipole {
 
+#if !defined(__CUDA_ARCH__)
+// Host code: the float overloads of <cmath> (a bare cos(float) would find C's cos(double) and round its
+// result), as device code gets them from CUDA's math headers.
+using std::cos;
+using std::exp;
+using std::sin;
+#endif
+
 // Terms whose |s| falls below this are dropped, as hippynn's numba envsum does.
 constexpr double kSensitivityFloor = 1e-10;
 
