@@ -12,6 +12,7 @@
 
 #include "cuda/device_utils.cuh"
 #include "cuda/launchers.h"
+#include "cuda/scan.cuh"
 
 namespace fastdipole::cuda {
 namespace {
@@ -180,7 +181,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
   }
 }
 
-#include "cuda/envsum_lanes.cuh"  // the default kernels for n_sens <= 32
+#include "cuda/envsum_lanes.cuh"     // the default kernels for n_sens <= 32
+#include "cuda/envsum_segments.cuh"  // opt-in backward: one block per closed segment of atoms
 
 // ---------------------------------------------------------------------------------------------------------
 // Backward pass 1: block per receiving atom i, threads over features.
@@ -555,7 +557,7 @@ bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
 }
 
 // Kernel selection. FASTDIPOLE_CUDA_ENVSUM_FORWARD = lanes | block and FASTDIPOLE_CUDA_ENVSUM_BACKWARD =
-// lanes | tiled | warp force a kernel (benchmarks and tests compare them); unset, the lanes kernels run
+// lanes | tiled | warp | segments force a kernel (benchmarks and tests compare them); unset, the lanes kernels run
 // where they were measured fastest on an H200 (benchmarks/README.md): n_sens <= 32 and at least 16 features
 // (the one-hot layer's few features leave most lanes idle), and in the backward float32 only (in float64
 // the tiled kernel was faster). The lanes kernels never run for n_sens > 32, the lanes backward never in
@@ -705,19 +707,75 @@ cudaError_t launch_featsum_lanes(const EnvsumArgs<T>& a, const int64_t* second_o
   return cudaGetLastError();
 }
 
+// Opt-in backward FASTDIPOLE_CUDA_ENVSUM_BACKWARD=segments (envsum_segments.cuh): float32, n_sens <= 32
+// (elsewhere the choice falls back to the default kernels).
+template <typename T>
+bool use_segments_backward(const EnvsumArgs<T>& a) {
+  return sizeof(T) == 4 && a.n_sens <= kLanesMaxSensitivities &&
+         kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD") == "segments";
+}
+
+// Finds the segments (crossing counts D, n_atoms + 1 int64, then its scan) and runs the segment kernel.
+template <typename T>
+cudaError_t launch_backward_segments(const EnvsumArgs<T>& a, const T* grad_env, int64_t* D, int64_t* scan_scratch,
+                                     T* grad_z, T* grad_r, double* part_mu, double* part_sigma,
+                                     cudaStream_t stream) {
+  const int64_t N = a.n_atoms, P = a.n_pairs;
+  cudaError_t err = cudaMemsetAsync(D, 0, sizeof(int64_t) * size_t(N + 1), stream);
+  if (err != cudaSuccess) return err;
+  if (P > 0) {
+    constexpr int kMarkThreads = 256;
+    const int64_t blocks = ceil_div(P, kMarkThreads);
+    if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
+    segments::crossing_marks_kernel<<<unsigned(blocks), kMarkThreads, 0, stream>>>(
+        a.pair_first, a.pair_second, P, N, reinterpret_cast<unsigned long long*>(D));
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  }
+  if ((err = detail::exclusive_scan_inplace(D, N + 1, scan_scratch, stream)) != cudaSuccess) return err;
+  // 4 features per load where float32 rows are 16-byte aligned
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  const bool vec4 = sizeof(T) == 4 && a.n_features % 4 == 0 && aligned(grad_env) && aligned(a.z) &&
+                    (grad_z == nullptr || aligned(grad_z));
+  constexpr int threads = segments::kThreads;
+  auto launch = [&](auto sv, auto) -> cudaError_t {
+    if constexpr (sizeof(T) == 4) {  // use_segments_backward: float32 only
+      constexpr int SV = decltype(sv)::value;
+      if (vec4) {
+        segments::envsum_backward_segments_kernel<T, SV, 4><<<unsigned(N), threads, 0, stream>>>(
+            a, grad_env, D, grad_z, grad_r, part_mu, part_sigma);
+      } else {
+        segments::envsum_backward_segments_kernel<T, SV, 1><<<unsigned(N), threads, 0, stream>>>(
+            a, grad_env, D, grad_z, grad_r, part_mu, part_sigma);
+      }
+      return cudaGetLastError();
+    } else {
+      return cudaErrorInvalidValue;
+    }
+  };
+  return dispatch_lanes<1>(a, launch);
+}
+
+// Scratch of the backward: C (the featsum terms; none for the atomic featsum and segment kernels) or, for the
+// segment kernel, the crossing counts and their scan's scratch; then the per-atom partials.
 struct BackwardScratchLayout {
-  size_t C = 0, part_mu = 0, part_sigma = 0, total = 0;
+  size_t C = 0, crossings = 0, scan = 0, part_mu = 0, part_sigma = 0, total = 0;
 };
 
 template <typename T>
 BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
   BackwardScratchLayout l;
-  const size_t c_bytes = use_atomic_featsum(a) ? 0 : align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
+  size_t front = 0;
+  if (use_segments_backward(a)) {
+    l.crossings = 0;
+    l.scan = align8(sizeof(int64_t) * size_t(a.n_atoms + 1));
+    front = l.scan + align8(detail::exclusive_scan_scratch_bytes(a.n_atoms + 1));
+  } else if (!use_atomic_featsum(a)) {
+    front = align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
+  }
   const size_t part_bytes = sizeof(double) * size_t(a.n_sens) * size_t(a.n_atoms);
-  l.C = 0;
-  l.part_mu = c_bytes;
-  l.part_sigma = c_bytes + part_bytes;
-  l.total = c_bytes + 2 * part_bytes;
+  l.part_mu = front;
+  l.part_sigma = front + part_bytes;
+  l.total = front + 2 * part_bytes;
   if (l.total == 0) l.total = 8;
   return l;
 }
@@ -758,7 +816,7 @@ size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& a) {
 
 template <typename T>
 bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& a) {
-  return !use_atomic_featsum(a);
+  return !use_atomic_featsum(a) && !use_segments_backward(a);
 }
 
 template <typename T>
@@ -796,7 +854,13 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   const bool atomic_featsum = grad_z != nullptr && use_atomic_featsum(a);
   T* C_or_null = grad_z != nullptr && !atomic_featsum ? C : nullptr;
   TiledPlan plan;
-  if (atomic_featsum) {  // the kernel adds into grad_z: start from zeros
+  if (use_segments_backward(a)) {  // writes grad_z itself: no C, no featsum pass
+    err = launch_backward_segments<T>(a, grad_env, reinterpret_cast<int64_t*>(base + layout.crossings),
+                                      reinterpret_cast<int64_t*>(base + layout.scan), grad_z, grad_r, part_mu,
+                                      part_sigma, stream);
+    if (err != cudaSuccess) return err;
+    C_or_null = nullptr;
+  } else if (atomic_featsum) {  // the kernel adds into grad_z: start from zeros
     if ((err = cudaMemsetAsync(grad_z, 0, sizeof(T) * size_t(N * F), stream)) != cudaSuccess) return err;
     err = launch_backward_lanes_any<T>(a, grad_env, nullptr, grad_z, grad_r, part_mu, part_sigma, stream);
   } else if (use_lanes_backward(a, backward)) {
@@ -817,7 +881,7 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   }
   if (err != cudaSuccess) return err;
 
-  if (grad_z != nullptr && !atomic_featsum) {
+  if (grad_z != nullptr && C_or_null != nullptr) {
     // featsum: one warp per (sender, 32 or 64 features)
     if constexpr (sizeof(T) == 4) {
       err = F > kWarp ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)

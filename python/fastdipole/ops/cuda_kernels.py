@@ -17,7 +17,7 @@ from contextlib import contextmanager
 DEFAULTS: dict[str, str] = {
     # auto: the lanes kernels for n_sens <= 32 and >= 16 features (backward: float32 only), else block / tiled
     "FASTDIPOLE_CUDA_ENVSUM_FORWARD": "auto",  # auto | lanes | block
-    "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "auto",  # auto | lanes | tiled | warp
+    "FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "auto",  # auto | lanes | tiled | warp | segments
     "FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": "4",  # forward: feature columns of 32 per lane, at most (1, 2, 4)
     "FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS": "2",  # backward: the same (1, 2, 4)
     "FASTDIPOLE_CUDA_ENVSUM_FEATSUM": "sorted",  # sorted (deterministic) | atomic
@@ -42,6 +42,7 @@ BACKWARD_VARIANTS: dict[str, dict[str, str]] = {
     "lanes, item dS, 2 columns": _ITEMS,
     "lanes, item dS, 4 columns": {**_ITEMS, **_FOUR},
     "lanes, item dS, 4 columns, atomic featsum": {**_ITEMS, **_FOUR, **_ATOMIC},
+    "segments": {"FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "segments"},
     "tiled": {"FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "tiled"},
     "warp": {"FASTDIPOLE_CUDA_ENVSUM_BACKWARD": "warp"},
 }
@@ -65,6 +66,7 @@ TEST_CONFIGURATIONS: dict[str, dict[str, str]] = {  # "forward / backward": the 
     "lanes / lanes, item dS, 2 columns": _lanes(None, "lanes, item dS, 2 columns"),
     "lanes, 2 columns / lanes, item dS, 4 columns": _lanes("lanes, 2 columns", "lanes, item dS, 4 columns"),
     "lanes / lanes, item dS, 4 columns, atomic featsum": _lanes(None, "lanes, item dS, 4 columns, atomic featsum"),
+    "lanes / segments": {**_FORCE_LANES, **BACKWARD_VARIANTS["segments"]},
     "block / tiled": {**FORWARD_VARIANTS["block"], **BACKWARD_VARIANTS["tiled"]},
     "block / warp": {**FORWARD_VARIANTS["block"], **BACKWARD_VARIANTS["warp"]},
 }
