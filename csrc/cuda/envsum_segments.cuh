@@ -52,7 +52,7 @@ struct Shared {
   int64_t sender[B];  // j of pair k, -1 when the pair does not count
   int64_t recv[B];    // i of pair k when i is inside the segment (also for pairs that do not count), else -1
   int next[B];        // the next pair of the chunk with the same sender, -1 after the last
-  T term[B][VEC];     // featsum term of pair k for the current features
+  T term[2][B][VEC];  // featsum term of pair k for the current features (two buffers: one barrier per group)
   T dmu[B][SV];       // per-pair products dS_v ds_v/dmu and dS_v ds_v/dsigma (0 where the term is dropped)
   T dsig[B][SV];
   T inv_mu[SV];
@@ -86,9 +86,10 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, const T (&x)[VEC]) 
 
 // Block per atom a; the block of a segment's first atom does the segment. VEC = 4 needs float32, F % 4 == 0
 // and 16-byte aligned grad_env, z and grad_z (the launcher checks); VEC = 1 otherwise. At least 3 blocks per
-// SM, i.e. at most 168 registers: with no minimum, ptxas settled at 96-128 registers and spilled for some SV.
+// SM (at most 168 registers; 2 for SV = 32): with no minimum, ptxas settled at 96-128 registers and spilled
+// for some SV.
 template <typename T, int SV, int VEC>
-__global__ void __launch_bounds__(kThreads, 3)
+__global__ void __launch_bounds__(kThreads, SV > 24 ? 2 : 3)
     envsum_backward_segments_kernel(const EnvsumArgs<T> a, const T* __restrict__ grad_env,
                                     const int64_t* __restrict__ crossings, T* __restrict__ grad_z,
                                     T* __restrict__ grad_r, double* __restrict__ part_mu,
@@ -167,6 +168,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     __syncthreads();
     // --- features, VEC at a time: dS partial sums and featsum terms --------------------------------------
     for (int64_t f0 = 0; f0 < F; f0 += VEC) {
+      T(*term)[VEC] = sh.term[(f0 / VEC) & 1];
       T t[VEC];
 #pragma unroll
       for (int q = 0; q < VEC; ++q) t[q] = T(0);
@@ -188,18 +190,20 @@ __global__ void __launch_bounds__(kThreads, 3)
         }
       }
 #pragma unroll
-      for (int q = 0; q < VEC; ++q) sh.term[k][q] = t[q];
+      for (int q = 0; q < VEC; ++q) term[k][q] = t[q];
       __syncthreads();
       if (first_of_sender && grad_z != nullptr) {  // the sender's terms of this chunk, in pair order
         T acc[VEC];
         load_vec<T, VEC>(grad_z + j * F + f0, acc);
         for (int q = k; q >= 0; q = sh.next[q]) {
 #pragma unroll
-          for (int u = 0; u < VEC; ++u) acc[u] += sh.term[q][u];
+          for (int u = 0; u < VEC; ++u) acc[u] += term[q][u];
         }
         store_vec<T, VEC>(grad_z + j * F + f0, acc);
       }
-      __syncthreads();  // term is rewritten by the next features
+      // No barrier here: the next group writes the other buffer, and this one is rewritten only after the
+      // next group's barrier, which every thread reaches after its walk above. (The last walks end before
+      // the barrier below, ahead of any write to next or term.)
     }
     // --- grad_r of this pair (v in order) and its (pair x v) partial products ----------------------------
     T gr = T(0);
