@@ -72,6 +72,15 @@ def test_padding_sizes_and_pad_pairs(qm9_300):
     assert bool((pad_first != pad_second).all())
     d = (atoms.R[pad_second] - atoms.R[pad_first]).norm(dim=-1)
     assert bool((d > model.hipnn.dist_hard_max).all())  # pad pairs have zero sensitivity
+    # the pad atoms fall into closed groups of 2 or 3 (no pair leaves a group), like molecules: count the pairs
+    # crossing each atom boundary as the CUDA segment backward does
+    crossings = torch.zeros(n_pad_atoms + 1, dtype=torch.long)
+    lo, hi = torch.minimum(pairs.first, pairs.second), torch.maximum(pairs.first, pairs.second)
+    crossings.index_add_(0, lo, torch.ones_like(lo)).index_add_(0, hi, -torch.ones_like(hi))
+    in_front = torch.cumsum(crossings, 0) - crossings  # pairs crossing the boundary in front of each atom
+    starts = torch.nonzero(in_front[:n_pad_atoms] == 0).flatten().tolist() + [n_pad_atoms]
+    pad_groups = [b - a for a, b in zip(starts, starts[1:]) if a >= n_atoms]
+    assert sum(pad_groups) == n_pad_atoms - n_atoms and max(pad_groups) <= 3 and min(pad_groups) >= 2
     rows = pairs.row_offsets
     assert rows[-1] == n_pad_pairs and bool((rows[1:] >= rows[:-1]).all())
     assert int((rows[n_atoms + 1 :] - rows[n_atoms:-1]).max()) <= -(-(n_pad_pairs - n_real) // (n_pad_atoms - n_atoms))

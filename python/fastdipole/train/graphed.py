@@ -204,13 +204,17 @@ class GraphedTrainStep:
 
     def _fill_pairs(self, buf: _PairBuffers, found, n_atoms: int, n_pad_atoms: int, n_pairs: int,
                     n_pad_pairs: int) -> None:
-        """Real pairs, then pad pairs a -> a + 1 among the pad atoms, spread evenly over their rows."""
+        """Real pairs, then pad pairs among the pad atoms, spread evenly over their rows. Pad atom a pairs with
+        a ^ 1 (the last one, when their number is odd, with a - 1): the pad atoms fall into closed groups of 2
+        or 3, as molecules do, so kernels that work per group of atoms no pair leaves see small groups."""
         n_extra, n_fill = n_pad_atoms - n_atoms, n_pad_pairs - n_pairs
         counts = torch.full((n_extra,), n_fill // n_extra, dtype=torch.long)
         counts[: n_fill % n_extra] += 1
         pad_atom = torch.arange(n_extra, dtype=torch.long)
+        partner = pad_atom ^ 1
+        partner[-1] = n_extra - 2 if n_extra % 2 else partner[-1]
         first = torch.repeat_interleave(n_atoms + pad_atom, counts)
-        second = torch.repeat_interleave(n_atoms + (pad_atom + 1) % n_extra, counts)
+        second = torch.repeat_interleave(n_atoms + partner, counts)
         rows = n_pairs + torch.cumsum(counts, 0)  # row_offsets[n_atoms + 1 :]
         buf.first[:n_pairs].copy_(found.first)
         buf.first[n_pairs:].copy_(first)
