@@ -262,8 +262,11 @@ def test_gaussian_envsum_rejects_bad_input(fd, qm9):
         fd.gaussian_envsum(z, r, first, second, row, big, big, CUTOFF)
 
 
-def test_gaussian_envsum_malformed_indices_are_memory_safe(fd, qm9):
+@pytest.mark.parametrize("kernels", list(cuda_kernels.TEST_CONFIGURATIONS))
+def test_gaussian_envsum_malformed_indices_are_memory_safe(fd, qm9, kernels, monkeypatch):
     """Inconsistent pairs are skipped, never read out of bounds (compute-sanitizer runs this too)."""
+    for name, value in cuda_kernels.configuration(kernels).items():
+        monkeypatch.setenv(name, value)
     z, r, first, second, row, mu, sigma = on_cuda(envsum_problem(fd, qm9, 5, 4, 3, torch.float32))
     clean = fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF)
     bad_second = second.clone()
@@ -343,9 +346,17 @@ def test_segmented_dipole_malformed_offsets_are_memory_safe(fd):
 # ---------------------------------------------------------------------------------------------------------
 # determinism (bitwise), also on a non-default stream
 # ---------------------------------------------------------------------------------------------------------
+# every kernel configuration but those with the atomic featsum (not bitwise reproducible by design)
+DETERMINISTIC = [name for name, knobs in cuda_kernels.TEST_CONFIGURATIONS.items()
+                 if knobs.get("FASTDIPOLE_CUDA_ENVSUM_FEATSUM") != "atomic"]
+
+
+@pytest.mark.parametrize("kernels", DETERMINISTIC)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_repeated_runs_are_bitwise_identical(fd, qm9, dtype, monkeypatch):
+def test_repeated_runs_are_bitwise_identical(fd, qm9, dtype, kernels, monkeypatch):
     monkeypatch.setenv("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS", "1000")  # the cluster takes the cell list
+    for name, value in cuda_kernels.configuration(kernels).items():
+        monkeypatch.setenv(name, value)
     R, off = mixed_batch(qm9)
     R, off = to(R, dtype), idx(off)
 
