@@ -30,6 +30,7 @@ HOT_LOOPS = [
     ("forward lanes S<=20, 4 columns, pipelined, per 8 pairs", r"forward_lanes_kernelIfLi20ELi4ELb1E", r"VOTE"),
     ("backward lanes S<=20, 2 columns, per pair", r"backward_lanes_kernelIfLi20ELi2ELb0E", SHFL_16),
     ("backward lanes S<=20, 4 columns, per pair", r"backward_lanes_kernelIfLi20ELi4ELb0E", SHFL_16),
+    ("backward segments S<=20, per 4 features of 32 pairs", r"segments_kernelIfLi20ELi4E", r"LDG\.E\.128"),
 ]
 
 

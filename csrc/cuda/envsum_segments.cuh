@@ -175,12 +175,12 @@ __global__ void __launch_bounds__(kThreads, SV > 24 ? 2 : 3)
       if (j >= 0) {
         T zv[VEC];
         load_vec<T, VEC>(a.z + j * F + f0, zv);
-        const T* g_row = grad_env + i * int64_t(S) * F + f0;
+        const T* g_v = grad_env + i * int64_t(S) * F + f0;  // grad_env[i, v, f0], v = 0, 1, ...
 #pragma unroll
-        for (int v = 0; v < SV; ++v) {
+        for (int v = 0; v < SV; ++v, g_v += F) {
           if (s[v] != T(0)) {  // dropped terms are skipped, not added as 0 (also v >= S: s = 0)
             T gv[VEC];
-            load_vec<T, VEC>(g_row + int64_t(v) * F, gv);
+            load_vec<T, VEC>(g_v, gv);
 #pragma unroll
             for (int q = 0; q < VEC; ++q) {
               t[q] += s[v] * gv[q];
