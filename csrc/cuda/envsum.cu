@@ -766,7 +766,6 @@ BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
   BackwardScratchLayout l;
   size_t front = 0;
   if (use_segments_backward(a)) {
-    l.crossings = 0;
     l.scan = align8(sizeof(int64_t) * size_t(a.n_atoms + 1));
     front = l.scan + align8(detail::exclusive_scan_scratch_bytes(a.n_atoms + 1));
   } else if (!use_atomic_featsum(a)) {
