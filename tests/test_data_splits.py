@@ -53,6 +53,39 @@ def test_too_large_sizes(kw):
         make_split(1000, **kw)
 
 
+def conformer_groups(n_groups: int, seed: int = 0) -> np.ndarray:
+    """One chembl-like label per molecule: n_groups molecules with 1-9 conformers each, in runs."""
+    sizes = np.random.default_rng(seed).integers(1, 10, size=n_groups)
+    return np.repeat(np.array([f"CHEMBL{g}" for g in range(n_groups)]), sizes)
+
+
+def test_grouped_split_keeps_each_group_in_one_part():
+    groups = conformer_groups(200)
+    n = len(groups)
+    split = make_split(n, train=0.8, valid=0.1, seed=3, groups=groups)
+    check_partition(split, n)
+    parts = [set(groups[split[k]]) for k in ("train", "valid", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    # sizes: at least the training molecules asked for, each part off by less than one group (<= 9 conformers)
+    n_train, n_valid = int(0.8 * n), int(0.1 * n)
+    assert n_train <= len(split["train"]) < n_train + 9
+    assert abs(len(split["valid"]) - n_valid) < 9 and len(split["valid"]) > 0 and len(split["test"]) > 0
+    # a plain split of the same molecules does put conformers of one molecule into different parts
+    plain = make_split(n, train=0.8, valid=0.1, seed=3)
+    assert set(groups[plain["train"]]) & set(groups[plain["test"]])
+
+
+def test_grouped_split_is_seeded_and_checks_its_labels():
+    groups = conformer_groups(50)
+    a, b = make_split(len(groups), seed=1, groups=groups), make_split(len(groups), seed=1, groups=groups)
+    c = make_split(len(groups), seed=2, groups=groups)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and not np.array_equal(a["test"], c["test"])
+    with pytest.raises(DataError, match="one label per molecule"):
+        make_split(len(groups) + 1, groups=groups)
+    with pytest.raises(DataError, match="takes no groups"):
+        make_split(130_831, protocol="qm9", groups=np.zeros(130_831))
+
+
 def test_unknown_protocol():
     with pytest.raises(DataError, match="unknown split protocol"):
         make_split(10, protocol="scaffold")

@@ -76,6 +76,21 @@ def test_train_writes_all_files_and_best_checkpoint_matches_log(small_h5, tmp_pa
     assert last["dipole_mae_e_angstrom"] == pytest.approx(rows[-1]["valid_dipole_mae_e_angstrom"], rel=1e-5)
 
 
+def test_random_split_keeps_the_conformers_of_a_molecule_together(qm9_h5_path, tmp_path):
+    """A file with chembl_id (QMugs) is split by molecule: no chembl_id in two parts of split.npz."""
+    data = load_h5(qm9_h5_path, molecules=slice(2000, 2300))
+    data.extra = {"chembl_id": np.repeat([f"CHEMBL{g}" for g in range(60)], 5)}  # 60 molecules x 5 "conformers"
+    path = tmp_path / "conformers.h5"
+    save_h5(data, path)
+    lines = []
+    run = train(tiny(path, tmp_path / "run", epochs=1), progress=False, log=lines.append)
+    split = load_split(run / "split.npz")
+    ids = {k: set(data.extra["chembl_id"][split[k]]) for k in ("train", "valid", "test")}
+    assert ids["train"] and ids["valid"] and ids["test"]
+    assert not (ids["train"] & ids["valid"]) and not (ids["train"] & ids["test"]) and not (ids["valid"] & ids["test"])
+    assert any("conformers grouped by chembl_id" in line for line in lines)
+
+
 def test_average_mode_saves_training_means(small_h5, tmp_path):
     run = train(tiny(small_h5, tmp_path / "avg", charges="average", epochs=1), progress=False, log=quiet)
     saved = json.loads((run / "charge_means.json").read_text())

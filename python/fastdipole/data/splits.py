@@ -27,14 +27,22 @@ def _count(value, n: int, name: str) -> int:
     return int(np.floor(value * n + 1e-9))
 
 
-def make_split(n_molecules: int, protocol: str = "random", train=0.8, valid=0.1, test=None, seed: int = 0) -> dict[str, np.ndarray]:
+def make_split(n_molecules: int, protocol: str = "random", train=0.8, valid=0.1, test=None, seed: int = 0,
+               groups=None) -> dict[str, np.ndarray]:
     """Split ``range(n_molecules)`` into sorted ``train``/``valid``/``test`` index arrays.
 
-    ``train``/``valid``/``test`` are fractions (floats) or counts (ints); ``test=None`` takes the rest.
-    ``protocol="qm9"`` ignores them and uses 110,000 / 10,000 / rest. The assignment is a random
+    ``train``/``valid``/``test`` are fractions (floats) or counts (ints) of molecules; ``test=None`` takes the
+    rest. ``protocol="qm9"`` ignores them and uses 110,000 / 10,000 / rest. The assignment is a random
     permutation from ``numpy.random.default_rng(seed)``.
+
+    ``groups`` (random protocol only): one label per molecule, e.g. QMugs' ``chembl_id``, whose conformers
+    must not be split up (a conformer of a test molecule in the training set would leak it). Whole groups are
+    then assigned in a random order, each to the part the running molecule count has reached, so the parts
+    hold at least the asked-for training molecules and otherwise miss the sizes by less than one group.
     """
     n = int(n_molecules)
+    if groups is not None and protocol != "random":
+        raise DataError(f"split protocol '{protocol}' takes no groups (only 'random' keeps groups together)")
     if protocol == "qm9":
         if n <= QM9_TRAIN + QM9_VALID:
             raise DataError(
@@ -53,6 +61,8 @@ def make_split(n_molecules: int, protocol: str = "random", train=0.8, valid=0.1,
             raise DataError(f"split gives an empty training set ({n} molecules, train={train!r})")
     else:
         raise DataError(f"unknown split protocol '{protocol}' (choose 'random' or 'qm9')")
+    if groups is not None:
+        return _grouped_split(n, groups, n_train, n_valid, n_test, seed)
     perm = np.random.default_rng(seed).permutation(n)
     cut1, cut2 = n_train, n_train + n_valid
     return {
@@ -60,6 +70,22 @@ def make_split(n_molecules: int, protocol: str = "random", train=0.8, valid=0.1,
         "valid": np.sort(perm[cut1:cut2]).astype(np.int64),
         "test": np.sort(perm[cut2 : cut2 + n_test]).astype(np.int64),
     }
+
+
+def _grouped_split(n: int, groups, n_train: int, n_valid: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
+    """Whole groups in a random order; a group goes to the part that the molecules before it have reached."""
+    labels = np.asarray(groups)
+    if labels.shape != (n,):
+        raise DataError(f"split groups must have one label per molecule ({n}), got shape {labels.shape}")
+    _, group_of = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(group_of)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    before = np.empty(len(sizes), dtype=np.int64)  # molecules of the groups ahead of each group
+    before[order] = np.cumsum(sizes[order]) - sizes[order]
+    part = np.searchsorted(np.array([n_train, n_train + n_valid, n_train + n_valid + n_test]), before, side="right")
+    molecule_part = part[group_of]  # 0 train, 1 valid, 2 test, 3 unused
+    return {name: np.flatnonzero(molecule_part == k).astype(np.int64)
+            for k, name in enumerate(("train", "valid", "test"))}
 
 
 def save_split(split: dict[str, np.ndarray], path) -> Path:

@@ -266,7 +266,9 @@ def qmugs_section(inp: ReportInputs) -> str:
         "**GFN2-xTB** Mulliken charges and dipoles (the test fixture made with RDKit + tblite), **not QMugs' DFT "
         "labels**; geometries are MMFF-optimised, not QMugs'. "
         f"{q['n_molecules']} molecules; test set: {q['n_test']} conformers of {q['n_test_molecules']} whole molecules; "
-        f"pool: {q['n_train']} training + {q['n_valid']} validation conformers. Same model as the QM9 runs, "
+        f"pool: {q['n_train'] + q['n_valid']} conformers, about {q['n_train']} for training and {q['n_valid']} for "
+        "validation (the trainer splits them by whole molecule, so the counts move by up to one molecule's "
+        "conformers). Same model as the QM9 runs, "
         f"up to {inp.preset['qmugs_epochs']} epochs"
         + (f" / {inp.preset['qmugs_max_minutes']:g} min" if inp.preset.get("qmugs_max_minutes") else "") + ".",
         "",

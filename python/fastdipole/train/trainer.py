@@ -49,6 +49,9 @@ CHARGE_MEANS_FILE = "charge_means.json"
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
 SUMMARY_FILE = "summary.json"
+# Per-molecule array naming the molecule a conformer belongs to (QMugs files): a random split keeps each
+# group in one part, so no conformer of a test molecule is trained on.
+SPLIT_GROUP_KEY = "chembl_id"
 
 #: Settings that may change when a run is resumed (they do not change the function being trained).
 RESUMABLE_FIELDS = ("epochs", "max_minutes", "device", "threads", "kernels", "cuda_graphs", "eval_batch_size", "out",
@@ -196,6 +199,7 @@ def train(
     config = config.replace(species=species, data=str(config.data_path()))
 
     # Split and charge labels are computed before anything is written (their errors leave no files).
+    groups = None
     if resume:
         split = load_split(run_dir / SPLIT_FILE)
         if meta.get("run", {}).get("n_molecules") not in (None, dataset.n_molecules):
@@ -204,8 +208,10 @@ def train(
                 f"{meta['run']['n_molecules']}; cannot resume on different data"
             )
     else:
+        # Conformers of one molecule (QMugs' chembl_id) stay in one part of a random split.
+        groups = dataset.extra.get(SPLIT_GROUP_KEY) if config.split == "random" else None
         split = make_split(dataset.n_molecules, protocol=config.split, train=config.train_fraction,
-                           valid=config.valid_fraction, seed=config.seed)
+                           valid=config.valid_fraction, seed=config.seed, groups=groups)
         if len(split["valid"]) == 0:
             raise DataError(f"{dataset.source}: the validation split is empty ({dataset.n_molecules} molecules, "
                             f"valid={config.valid_fraction}); early stopping needs validation molecules")
@@ -282,8 +288,9 @@ def train(
         write_history(history, run_dir)
         _save(run_dir / LAST, model, optimizer, scheduler, 0, best, best_epoch, stale, {})
 
+    grouped = f", conformers grouped by {SPLIT_GROUP_KEY}" if groups is not None else ""
     say(f"training on {dataset.n_molecules} molecules of {dataset.source} "
-        f"(train {len(split['train'])}, valid {len(split['valid'])}, test {len(split['test'])}), "
+        f"(train {len(split['train'])}, valid {len(split['valid'])}, test {len(split['test'])}{grouped}), "
         f"charges={config.charges}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {device}, {torch.get_num_threads()} thread(s), kernels {run_meta['kernels']}")
 
