@@ -18,6 +18,7 @@ class Predictions(NamedTuple):
     index: int64 (M,) molecule indices into the dataset. mu_pred_debye / mu_label_debye: (M,) dipole
     magnitudes, Debye. charges_pred: (N,) predicted atomic charges, e, atoms concatenated in molecule
     order; atom_offsets: int64 (M+1,) CSR offsets into it. charges_label: (N,) labels (e) or None.
+    dipole_pred_e_angstrom: (M, 3) predicted dipole vectors, e*Angstrom, in the model's dipole origin.
     """
 
     index: np.ndarray
@@ -26,6 +27,7 @@ class Predictions(NamedTuple):
     charges_pred: np.ndarray
     charges_label: np.ndarray | None
     atom_offsets: np.ndarray
+    dipole_pred_e_angstrom: np.ndarray | None = None
 
 
 class EvaluationResult(NamedTuple):
@@ -54,11 +56,12 @@ def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512
     loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype, charges=charges)
     was_training = model.training
     model.eval()
-    mu_pred, q_pred, q_label, counts = [], [], [], []
+    mu_pred, dip_pred, q_pred, q_label, counts = [], [], [], [], []
     try:
         for batch in loader:
             out = model(batch.Z.to(device), batch.R.to(device), batch.offsets.to(device))
             mu_pred.append(out.magnitude.double().cpu().numpy() * DEBYE_PER_E_ANGSTROM)
+            dip_pred.append(out.dipole.double().cpu().numpy())
             q_pred.append(out.charges.double().cpu().numpy())
             if batch.charges is not None:
                 q_label.append(batch.charges.double().numpy())
@@ -77,6 +80,7 @@ def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512
         charges_pred=np.concatenate(q_pred) if q_pred else np.zeros(0),
         charges_label=(np.concatenate(q_label) if q_label else np.zeros(0)) if has_labels else None,
         atom_offsets=atom_offsets,
+        dipole_pred_e_angstrom=np.concatenate(dip_pred) if dip_pred else np.zeros((0, 3)),
     )
 
 

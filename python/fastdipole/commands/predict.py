@@ -1,0 +1,91 @@
+"""`fastdipole predict`: dipoles (and atomic charges) of a trained model for your own molecules."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import click
+
+from ..units import DEBYE_PER_E_ANGSTROM
+
+
+@click.command("predict")
+@click.argument("structures", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="run folder written by `fastdipole train`")
+@click.option("--smiles", multiple=True,
+              help="a molecule as SMILES (repeatable): RDKit adds hydrogens and makes an MMFF-relaxed conformer")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="checkpoint to use")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="CSV of the dipoles, one row per molecule (default: print only)")
+@click.option("--atom-charges", type=click.Path(dir_okay=False), default=None,
+              help="CSV of the predicted atomic charges, one row per atom")
+@click.option("--batch-size", type=int, default=512, show_default=True, help="molecules per prediction batch")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True)
+def command(structures, run_dir, smiles, which, out, atom_charges, batch_size, device, kernels):
+    """Dipole moments (D and e*A) of the molecules in STRUCTURES and --smiles.
+
+    STRUCTURES: files ASE reads (xyz, extxyz, sdf, mol, pdb, ...; every frame is a molecule) or .h5 files in
+    fastdipole's layout. Positions in Angstrom. The dipole vector is measured from the model's dipole origin
+    (the centroid of each molecule by default).
+    """
+    from ..data.structures import read_structures
+    from ..evaluation.evaluate import predict
+    from ..train import load_model, read_config
+
+    run = Path(run_dir)
+    config, _ = read_config(run)
+    dataset, names = read_structures(structures, smiles, species=config.species)
+    model = load_model(run, which=which, device=device, kernels=None if kernels == "auto" else kernels)
+    pred = predict(model, dataset, batch_size=batch_size)
+
+    rows = []
+    for m, name in enumerate(names):
+        a, b = dataset.offsets[m], dataset.offsets[m + 1]
+        vec = pred.dipole_pred_e_angstrom[m]
+        rows.append({"molecule": name, "n_atoms": int(b - a), "formula": _formula(dataset.Z[a:b]),
+                     "mu_debye": float(pred.mu_pred_debye[m]),
+                     "mu_e_angstrom": float(pred.mu_pred_debye[m] / DEBYE_PER_E_ANGSTROM),
+                     "mu_x_e_angstrom": float(vec[0]), "mu_y_e_angstrom": float(vec[1]),
+                     "mu_z_e_angstrom": float(vec[2]),
+                     "total_charge_e": float(pred.charges_pred[a:b].sum())})
+    click.echo(f"{run} (checkpoint {which}): {len(rows)} molecules")
+    click.echo(f"{'molecule':<40}{'formula':>14}{'|mu| (D)':>12}{'|mu| (e*A)':>12}")
+    for row in rows:
+        click.echo(f"{row['molecule'][-40:]:<40}{row['formula']:>14}{row['mu_debye']:>12.4f}"
+                   f"{row['mu_e_angstrom']:>12.4f}")
+    if out:
+        _write_csv(out, list(rows[0]), rows)
+        click.echo(f"wrote {out}")
+    if atom_charges:
+        atom_rows = [{"molecule": name, "atom": int(i - dataset.offsets[m]), "Z": int(dataset.Z[i]),
+                      "charge_e": float(pred.charges_pred[i])}
+                     for m, name in enumerate(names) for i in range(dataset.offsets[m], dataset.offsets[m + 1])]
+        _write_csv(atom_charges, ["molecule", "atom", "Z", "charge_e"], atom_rows)
+        click.echo(f"wrote {atom_charges}")
+
+
+def _formula(Z) -> str:
+    """Hill formula of atomic numbers Z: C and H first when there is carbon, then alphabetical."""
+    from collections import Counter
+
+    from ..data.elements import symbol
+
+    counts = Counter(symbol(z) for z in Z)
+    first = [s for s in ("C", "H") if "C" in counts and s in counts]
+    order = first + sorted(s for s in counts if s not in first)
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
+
+
+def _write_csv(path, columns, rows) -> None:
+    """Writes the rows atomically (path.tmp, then rename), so an interrupted run leaves no half file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)

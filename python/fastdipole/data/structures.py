@@ -1,0 +1,109 @@
+"""Molecules to predict on, from structure files (via ASE) and SMILES strings (via RDKit).
+
+``read_structures`` turns them into a :class:`MoleculeDataset` without labels (``mu`` is 0) plus one name per
+molecule, ``FILE:INDEX`` or the SMILES string. Positions are in Angstrom, as ASE and RDKit give them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .dataset import MoleculeDataset, check_species, validate
+from .h5io import load_h5
+
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def _read_file(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(Z, R) of every molecule (frame) in a structure file: our .h5 layout, or anything ase.io.read reads."""
+    if path.suffix.lower() in H5_SUFFIXES:
+        data = load_h5(path, charges=None)
+        return ([data.Z[a:b] for a, b in zip(data.offsets[:-1], data.offsets[1:])],
+                [data.R[a:b] for a, b in zip(data.offsets[:-1], data.offsets[1:])])
+    try:
+        import ase.io
+    except ImportError:
+        raise DataError(f"{path}: reading structure files needs ASE (pip install fastdipole[predict])") from None
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as err:  # ASE raises many kinds for unreadable or unknown formats
+        raise DataError(f"{path}: not a structure file ASE can read ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
+    if not frames:
+        raise DataError(f"{path}: holds no structures")
+    return ([np.asarray(f.get_atomic_numbers(), dtype=np.int64) for f in frames],
+            [np.asarray(f.get_positions(), dtype=np.float64) for f in frames])
+
+
+def molecule_from_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(Z, R) of a 3-D conformer of ``smiles``: hydrogens added, RDKit ETKDG embedding, MMFF relaxation.
+
+    Force-field geometries differ from the DFT ones models are trained on (QM9: B3LYP), which shifts
+    predictions somewhat; prefer your own optimised structures when you have them.
+    """
+    try:
+        from rdkit import Chem
+        from rdkit.Chem import AllChem
+    except ImportError:
+        raise DataError(f"SMILES {smiles!r}: reading SMILES needs RDKit (pip install fastdipole[predict])") from None
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise DataError(f"SMILES {smiles!r}: RDKit cannot parse it")
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        raise DataError(f"SMILES {smiles!r}: RDKit could not embed a 3-D conformer")
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        AllChem.MMFFOptimizeMolecule(mol)
+    Z = np.array([atom.GetAtomicNum() for atom in mol.GetAtoms()], dtype=np.int64)
+    return Z, np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
+
+
+def read_structures(paths=(), smiles=(), species=None) -> tuple[MoleculeDataset, list[str]]:
+    """All molecules of ``paths`` (in order, every frame of each file) then of ``smiles``, and their names.
+
+    Raises a one-line DataError naming the file (or SMILES) and molecule for unreadable input and for
+    structures the model cannot take (no atoms, non-finite or coincident positions, an element outside
+    ``species`` when given).
+    """
+    Zs, Rs, names = [], [], []
+    for path in map(Path, paths):
+        Z_list, R_list = _read_file(path)
+        Zs += Z_list
+        Rs += R_list
+        names += [f"{path}:{k}" for k in range(len(Z_list))]
+    for s in smiles:
+        Z, R = molecule_from_smiles(s)
+        Zs.append(Z)
+        Rs.append(R)
+        names.append(s)
+    if not Zs:
+        raise DataError("no molecules to predict on: give structure files and/or --smiles")
+    counts = np.array([len(z) for z in Zs], dtype=np.int64)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    source = ", ".join([str(p) for p in paths] + (["--smiles"] if smiles else []))
+    dataset = MoleculeDataset(Z=np.concatenate(Zs), R=np.concatenate(Rs).astype(np.float32), offsets=offsets,
+                              mu_debye=np.zeros(len(counts), dtype=np.float32), source=source,
+                              extra={"name": np.array(names)})
+    try:
+        validate(dataset)
+        if species is not None:
+            check_species(dataset, species)
+    except DataError as err:  # name the molecule by file and frame, not only by its index in the batch
+        raise DataError(_with_names(str(err), names)) from None
+    return dataset, names
+
+
+def _with_names(message: str, names: list[str]) -> str:
+    match = re.search(r"molecule (\d+)", message)
+    if match and int(match.group(1)) < len(names):
+        return f"{message} [molecule {match.group(1)} is {names[int(match.group(1))]}]"
+    return message

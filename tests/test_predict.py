@@ -1,0 +1,115 @@
+"""`fastdipole predict`: a trained model on structure files (ASE), .h5 files and SMILES (RDKit)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fastdipole.cli import main
+from fastdipole.data import load_h5, save_h5
+from fastdipole.evaluation.evaluate import predict
+from fastdipole.train import TrainConfig, load_model, train
+
+ase_io = pytest.importorskip("ase.io")
+from ase import Atoms  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(qm9_h5_path, tmp_path_factory):
+    """A one-epoch model on 300 real QM9 molecules (H, C, N, O)."""
+    tmp = tmp_path_factory.mktemp("predict")
+    data = tmp / "qm9_300.h5"
+    save_h5(load_h5(qm9_h5_path, molecules=slice(3000, 3300)), data)
+    config = TrainConfig(data=str(data), out=str(tmp / "run"), n_features=8, n_sensitivities=6, n_interactions=1,
+                         n_atom_layers=1, epochs=1, batch_size=64, eval_batch_size=128, threads=1, device="cpu")
+    return train(config, progress=False, log=lambda _msg: None), data
+
+
+def as_atoms(dataset, m):
+    a, b = dataset.offsets[m], dataset.offsets[m + 1]
+    return Atoms(numbers=dataset.Z[a:b], positions=dataset.R[a:b].astype(np.float64))
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_xyz_and_h5_give_the_model_s_dipoles(run, tmp_path):
+    run_dir, data = run
+    dataset = load_h5(data, molecules=slice(0, 5))
+    xyz = tmp_path / "five.xyz"
+    ase_io.write(xyz, [as_atoms(dataset, m) for m in range(5)], format="extxyz")
+    h5 = tmp_path / "five.h5"
+    save_h5(dataset, h5)
+    out = tmp_path / "dipoles.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(xyz), str(h5), "--out", str(out),
+                                       "--atom-charges", str(tmp_path / "q.csv"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert [r["molecule"] for r in rows] == [f"{xyz}:{k}" for k in range(5)] + [f"{h5}:{k}" for k in range(5)]
+    # the same numbers as the model's own batched prediction on the dataset (float32 through xyz text)
+    want = predict(load_model(run_dir, device="cpu"), dataset)
+    got = np.array([float(r["mu_debye"]) for r in rows])
+    np.testing.assert_allclose(got[:5], want.mu_pred_debye, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[5:], want.mu_pred_debye, rtol=1e-6, atol=1e-7)
+    vec = np.array([[float(r[f"mu_{c}_e_angstrom"]) for c in "xyz"] for r in rows])
+    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), [float(r["mu_e_angstrom"]) for r in rows], rtol=1e-6)
+    np.testing.assert_allclose(got, [4.80320 * float(r["mu_e_angstrom"]) for r in rows], rtol=1e-4)
+    charges = read_csv(tmp_path / "q.csv")
+    assert len(charges) == 2 * int(dataset.offsets[-1])
+    total = sum(float(q["charge_e"]) for q in charges if q["molecule"] == f"{h5}:0")
+    assert total == pytest.approx(float(rows[5]["total_charge_e"]), abs=1e-5)
+    assert "|mu| (D)" in result.output and "|mu| (e*A)" in result.output
+
+
+def test_magnitude_does_not_change_when_the_molecule_is_rotated_and_moved(run, tmp_path):
+    run_dir, data = run
+    atoms = as_atoms(load_h5(data, molecules=slice(7, 8)), 0)
+    moved = atoms.copy()
+    moved.rotate(73, (1, 2, 3), center="COM")
+    moved.translate((5.0, -3.0, 12.0))
+    path = tmp_path / "two.xyz"
+    ase_io.write(path, [atoms, moved], format="extxyz")
+    out = tmp_path / "d.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    a, b = (float(r["mu_debye"]) for r in read_csv(out))
+    assert a > 0 and b == pytest.approx(a, rel=1e-4)
+
+
+def test_smiles_molecules(run, tmp_path):
+    pytest.importorskip("rdkit")
+    run_dir, _ = run
+    out = tmp_path / "s.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), "--smiles", "O", "--smiles", "CC(=O)N",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert [(r["molecule"], r["formula"], r["n_atoms"]) for r in rows] == [("O", "H2O", "3"), ("CC(=O)N", "C2H5NO", "9")]
+    assert all(np.isfinite(float(r["mu_debye"])) for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--smiles", "CCCl"], "element Z=17 (atom 2), not among the allowed species [1, 6, 7, 8] [molecule 0 is CCCl]"),
+    (["--smiles", "C1CC"], "RDKit cannot parse"),
+    (["NOPE.xyz"], "NOPE.xyz: no such file"),
+    ([], "no molecules to predict on"),
+])
+def test_bad_input_is_one_line(run, args, message):
+    if args and args[0] == "--smiles":
+        pytest.importorskip("rdkit")
+    result = CliRunner().invoke(main, ["predict", "--model", str(run[0]), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_coincident_atoms_name_the_file_and_frame(run, tmp_path):
+    path = tmp_path / "bad.xyz"
+    ase_io.write(path, [Atoms("OH2", positions=[(0, 0, 0), (0.96, 0, 0), (-0.24, 0.93, 0)]),
+                        Atoms("OH2", positions=[(0, 0, 0), (0, 0, 0), (-0.24, 0.93, 0)])], format="extxyz")
+    result = CliRunner().invoke(main, ["predict", "--model", str(run[0]), str(path)])
+    assert result.exit_code == 2 and f"{path}:1" in result.output, result.output
