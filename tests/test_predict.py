@@ -94,7 +94,8 @@ def test_smiles_molecules(run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--smiles", "CCCl"], "element Z=17 (atom 2), not among the allowed species [1, 6, 7, 8] [molecule 0 is CCCl]"),
+    (["--smiles", "CCCl"], "SMILES 'CCCl': array 'Z': molecule 0 contains element Z=17 (atom 2), not among the allowed "
+                           "species [1, 6, 7, 8]"),
     (["--smiles", "C1CC"], "RDKit cannot parse"),
     (["NOPE.xyz"], "NOPE.xyz: no such file"),
     ([], "no molecules to predict on"),
@@ -112,4 +113,4 @@ def test_coincident_atoms_name_the_file_and_frame(run, tmp_path):
     ase_io.write(path, [Atoms("OH2", positions=[(0, 0, 0), (0.96, 0, 0), (-0.24, 0.93, 0)]),
                         Atoms("OH2", positions=[(0, 0, 0), (0, 0, 0), (-0.24, 0.93, 0)])], format="extxyz")
     result = CliRunner().invoke(main, ["predict", "--model", str(run[0]), str(path)])
-    assert result.exit_code == 2 and f"{path}:1" in result.output, result.output
+    assert result.exit_code == 2 and f"{path}: array 'R': molecule 1" in result.output, result.output

@@ -6,7 +6,6 @@ molecule, ``FILE:INDEX`` or the SMILES string. Positions are in Angstrom, as ASE
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -66,44 +65,38 @@ def molecule_from_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.nda
     return Z, np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
 
 
-def read_structures(paths=(), smiles=(), species=None) -> tuple[MoleculeDataset, list[str]]:
-    """All molecules of ``paths`` (in order, every frame of each file) then of ``smiles``, and their names.
-
-    Raises a one-line DataError naming the file (or SMILES) and molecule for unreadable input and for
-    structures the model cannot take (no atoms, non-finite or coincident positions, an element outside
-    ``species`` when given).
-    """
-    Zs, Rs, names = [], [], []
-    for path in map(Path, paths):
-        Z_list, R_list = _read_file(path)
-        Zs += Z_list
-        Rs += R_list
-        names += [f"{path}:{k}" for k in range(len(Z_list))]
-    for s in smiles:
-        Z, R = molecule_from_smiles(s)
-        Zs.append(Z)
-        Rs.append(R)
-        names.append(s)
-    if not Zs:
-        raise DataError("no molecules to predict on: give structure files and/or --smiles")
+def _dataset(Zs, Rs, source: str) -> MoleculeDataset:
+    """Molecules (lists of Z and R arrays) as an unlabelled dataset (mu = 0)."""
     counts = np.array([len(z) for z in Zs], dtype=np.int64)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    source = ", ".join([str(p) for p in paths] + (["--smiles"] if smiles else []))
-    dataset = MoleculeDataset(Z=np.concatenate(Zs), R=np.concatenate(Rs).astype(np.float32), offsets=offsets,
-                              mu_debye=np.zeros(len(counts), dtype=np.float32), source=source,
-                              extra={"name": np.array(names)})
-    try:
-        validate(dataset)
+    return MoleculeDataset(Z=np.concatenate(Zs).astype(np.int64), R=np.concatenate(Rs).astype(np.float32),
+                           offsets=offsets, mu_debye=np.zeros(len(counts), dtype=np.float32), source=source)
+
+
+def read_structures(paths=(), smiles=(), species=None) -> tuple[MoleculeDataset, list[str]]:
+    """All molecules of ``paths`` (in order, every frame of each file) then of ``smiles``, and their names.
+
+    Each file and each SMILES is checked on its own, so a one-line DataError names the file and the molecule
+    (frame) index in it, or the SMILES: unreadable input, no atoms, non-finite or coincident positions, an
+    element outside ``species`` when given.
+    """
+    inputs = []  # (source named in error messages, molecule names, Z arrays, R arrays)
+    for path in paths:
+        Z_list, R_list = _read_file(Path(path))
+        inputs.append((str(path), [f"{path}:{k}" for k in range(len(Z_list))], Z_list, R_list))
+    for s in smiles:
+        Z, R = molecule_from_smiles(s)
+        inputs.append((f"SMILES {s!r}", [s], [Z], [R]))
+    Zs, Rs, names = [], [], []
+    for source, input_names, Z_list, R_list in inputs:
+        part = _dataset(Z_list, R_list, source)
+        validate(part)
         if species is not None:
-            check_species(dataset, species)
-    except DataError as err:  # name the molecule by file and frame, not only by its index in the batch
-        raise DataError(_with_names(str(err), names)) from None
-    return dataset, names
-
-
-def _with_names(message: str, names: list[str]) -> str:
-    match = re.search(r"molecule (\d+)", message)
-    if match and int(match.group(1)) < len(names):
-        return f"{message} [molecule {match.group(1)} is {names[int(match.group(1))]}]"
-    return message
+            check_species(part, species)
+        Zs += Z_list
+        Rs += R_list
+        names += input_names
+    if not Zs:
+        raise DataError("no molecules to predict on: give structure files and/or --smiles")
+    return _dataset(Zs, Rs, ", ".join([str(p) for p in paths] + (["--smiles"] if smiles else []))), names
