@@ -48,26 +48,22 @@ __global__ void crossing_marks_kernel(const int64_t* __restrict__ first, const i
 // Shared memory of one block (static: its size depends only on the template arguments).
 template <typename T, int SV, int VEC>
 struct Shared {
-  static constexpr int B = kThreads;
-  int64_t sender[B];  // j of pair k, -1 when the pair does not count
-  int64_t recv[B];    // i of pair k when i is inside the segment (also for pairs that do not count), else -1
-  int next[B];        // the next pair of the chunk with the same sender, -1 after the last
-  T term[2][B][VEC];  // featsum term of pair k for the current features (two buffers: one barrier per group)
-  T dmu[B][SV];       // per-pair products dS_v ds_v/dmu and dS_v ds_v/dsigma (0 where the term is dropped)
-  T dsig[B][SV];
+  int64_t sender[kThreads];  // j of pair k, -1 when the pair does not count
+  int64_t recv[kThreads];    // i of pair k when i is inside the segment (also for pairs that do not count), else -1
+  int next[kThreads];        // the next pair of the chunk with the same sender, -1 after the last
+  T term[2][kThreads][VEC];  // featsum term of pair k for the current features (two buffers: one barrier per group)
+  T dmu[kThreads][SV];       // per-pair products dS_v ds_v/dmu and dS_v ds_v/dsigma (0 where the term is dropped)
+  T dsig[kThreads][SV];
   T inv_mu[SV];
   T nhs2[SV];
   int64_t segment_end;
 };
 
+// VEC consecutive values; VEC = 4 (float32, 16-byte aligned) is one 128-bit access (lanes::load4 / store4).
 template <typename T, int VEC>
 __device__ __forceinline__ void load_vec(const T* __restrict__ p, T (&out)[VEC]) {
   if constexpr (VEC == 4) {
-    const float4 x = *reinterpret_cast<const float4*>(p);
-    out[0] = x.x;
-    out[1] = x.y;
-    out[2] = x.z;
-    out[3] = x.w;
+    lanes::load4(p, out);
   } else {
 #pragma unroll
     for (int q = 0; q < VEC; ++q) out[q] = p[q];
@@ -77,7 +73,7 @@ __device__ __forceinline__ void load_vec(const T* __restrict__ p, T (&out)[VEC])
 template <typename T, int VEC>
 __device__ __forceinline__ void store_vec(T* __restrict__ p, const T (&x)[VEC]) {
   if constexpr (VEC == 4) {
-    *reinterpret_cast<float4*>(p) = float4{x[0], x[1], x[2], x[3]};
+    lanes::store4(p, x[0], x[1], x[2], x[3]);
   } else {
 #pragma unroll
     for (int q = 0; q < VEC; ++q) p[q] = x[q];

@@ -212,7 +212,8 @@ class GraphedTrainStep:
         counts[: n_fill % n_extra] += 1
         pad_atom = torch.arange(n_extra, dtype=torch.long)
         partner = pad_atom ^ 1
-        partner[-1] = n_extra - 2 if n_extra % 2 else partner[-1]
+        if n_extra % 2:  # the last pad atom has no a ^ 1
+            partner[-1] = n_extra - 2
         first = torch.repeat_interleave(n_atoms + pad_atom, counts)
         second = torch.repeat_interleave(n_atoms + partner, counts)
         rows = n_pairs + torch.cumsum(counts, 0)  # row_offsets[n_atoms + 1 :]
