@@ -71,3 +71,52 @@ def test_parity_plot_writes_png(tmp_path):
     label = rng.gamma(2.0, 1.5, 5000)
     path = parity_plot(label, label + rng.normal(0, 0.3, 5000), tmp_path / "p.png", quantity="|mu|", units="D")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+# ---- metrics that measure the charges, not artefacts -----------------------------------------------------
+
+
+def test_direction_agreement_tells_q_from_minus_q(dataset):
+    """Real Mulliken charges: their own point dipole agrees everywhere, the negated charges nowhere."""
+    from fastdipole.data import point_charge_dipoles
+    from fastdipole.evaluation.metrics import MIN_DIRECTION_E_ANGSTROM, direction_agreement
+
+    mull = point_charge_dipoles(dataset)
+    keep = np.linalg.norm(mull, axis=1) >= MIN_DIRECTION_E_ANGSTROM
+    assert direction_agreement(mull, mull)["direction_agreement"] == 1.0
+    assert direction_agreement(-mull, mull)["direction_agreement"] == 0.0
+    half = mull.copy()
+    half[::2] *= -1
+    got = direction_agreement(half, mull)
+    assert got["direction_agreement"] == pytest.approx(np.mean((np.arange(len(mull)) % 2 == 1)[keep]))
+    assert got["n_molecules_direction"] == int(keep.sum())
+    assert direction_agreement(np.zeros_like(mull), mull)["direction_agreement"] == 0.0  # no prediction, no agreement
+
+
+def test_centred_charge_mae_ignores_a_per_molecule_offset(dataset):
+    from fastdipole.evaluation.metrics import centred_charge_mae, charge_metrics_by_element, total_charge_metrics
+
+    q = dataset.charges.astype(np.float64)
+    counts = np.diff(dataset.offsets)
+    offset = np.repeat(np.linspace(-0.3, 0.3, len(counts)), counts)
+    assert centred_charge_mae(q + offset, q, dataset.offsets) == pytest.approx(0.0, abs=1e-12)
+    assert charge_metrics(q + offset, q)["charge_mae_e"] > 0.05  # the raw MAE sees the offset
+    assert centred_charge_mae(-q, q, dataset.offsets) > 0.1  # ... and the centred one sees a sign flip
+    sums = total_charge_metrics(q + offset, dataset.offsets)
+    given = np.add.reduceat(q + offset, dataset.offsets[:-1])  # per-molecule sums by another route
+    assert sums["total_charge_max_abs_e"] == pytest.approx(np.abs(given).max())
+    assert sums["total_charge_mean_abs_e"] == pytest.approx(np.abs(given).mean())
+    # against a given total charge, the excess is what counts
+    assert total_charge_metrics(q + offset, dataset.offsets, given)["total_charge_max_abs_e"] < 1e-9
+    by_element = charge_metrics_by_element(q + 0.01, q, dataset.Z)
+    assert set(by_element) == {str(z) for z in np.unique(dataset.Z)}
+    assert all(v["charge_mae_e"] == pytest.approx(0.01) for v in by_element.values())
+
+
+def test_evaluate_reports_the_charge_metrics(dataset, model):
+    m = evaluate(model, dataset, np.arange(50)).metrics
+    for key in ("charge_mae_centred_e", "direction_agreement", "direction_cos_median", "charge_pearson_r",
+                "total_charge_mean_abs_e", "total_charge_max_abs_e", "charge_by_element"):
+        assert key in m, key
+    assert m["total_charge_max_abs_e"] < 1e-5  # the default model is neutral
+    assert 0.0 <= m["direction_agreement"] <= 1.0 and -1.0 <= m["charge_pearson_r"] <= 1.0

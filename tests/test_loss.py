@@ -121,3 +121,60 @@ def test_gradients_flow_to_all_parameters(dataset, model):
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+# ---- the direction term of fastdipole's recipe --------------------------------------------------------
+
+
+def test_direction_term_is_off_by_default_and_exactly_the_paper_loss(dataset, model):
+    batch = first_batch(dataset)
+    out = model(batch.Z, batch.R, batch.offsets)
+    plain = batch_loss(out, batch, "mulliken", L1, L2)
+    assert plain.direction is None
+    assert float(batch_loss(out, batch, "mulliken", L1, L2, direction_weight=0.0).total.detach()) == float(
+        plain.total.detach())
+    # without charge labels there is no label dipole: the term cannot act
+    assert batch_loss(out, batch, "none", L1, L2, direction_weight=1.0).direction is None
+
+
+def _label_dipole(dataset, batch):
+    from fastdipole.nn import centroid_point_dipole
+
+    return centroid_point_dipole(batch.charges.double(), batch.R.double(), batch.offsets)
+
+
+@pytest.mark.parametrize("sign, batch_form, molecule_form", [(1.0, 0.0, 0.0), (-1.0, 1.5, 1.0)])
+def test_direction_hinge_values_on_real_mulliken_dipoles(dataset, sign, batch_form, molecule_form):
+    """Predicted dipole = +/- the Mulliken point dipole: cos = +/- 1 for every molecule with a direction."""
+    batch = first_batch(dataset)
+    label = _label_dipole(dataset, batch)
+    pred = sign * label
+    q = batch.charges.double()
+    mag = torch.linalg.vector_norm(pred, dim=-1)
+    for form, expected in (("batch", batch_form), ("molecule", molecule_form)):
+        terms = paper_loss(q, q, mag, mag, L1, L2, pred_dipole=pred, label_dipole=label, direction_weight=2.0,
+                           direction_form=form)
+        share = float((torch.linalg.vector_norm(label, dim=-1) >= 1e-3).double().mean())
+        want = expected if form == "batch" else expected * share
+        assert float(terms.direction) == pytest.approx(want, abs=1e-9), form
+        base = paper_loss(q, q, mag, mag, L1, L2)
+        assert float(terms.total - base.total) == pytest.approx(2.0 * want, abs=1e-9)
+
+
+def test_direction_hinge_pushes_a_flipped_model_back(dataset, model):
+    """On a model with negated charges the hinge has a gradient; on the same model un-negated it has none."""
+    batch = first_batch(dataset)
+    out = model(batch.Z, batch.R, batch.offsets)
+    label = _label_dipole(dataset, batch).float()
+    cos = torch.nn.functional.cosine_similarity(out.dipole, label, dim=-1).mean()
+    flipped = out.dipole if float(cos) < 0.5 else -out.dipole  # a batch-mean cosine below the margin
+    flipped = flipped.detach().requires_grad_(True)
+    q = batch.charges
+    terms = paper_loss(q, q, torch.linalg.vector_norm(flipped, dim=-1), torch.zeros(batch.n_molecules), L1, L2,
+                       pred_dipole=flipped, label_dipole=label, direction_weight=1.0)
+    (grad,) = torch.autograd.grad(terms.direction, flipped)
+    assert float(terms.direction) > 0 and float(grad.abs().sum()) > 0
+    aligned = label.clone().requires_grad_(True)
+    terms = paper_loss(q, q, torch.linalg.vector_norm(aligned, dim=-1), torch.zeros(batch.n_molecules), L1, L2,
+                       pred_dipole=aligned, label_dipole=label, direction_weight=1.0)
+    assert float(terms.direction) == 0.0

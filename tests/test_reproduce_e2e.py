@@ -20,13 +20,15 @@ from click.testing import CliRunner
 from fastdipole.cli import main
 from fastdipole.reproduce import ReproduceOptions, reproduce
 from fastdipole.reproduce.datafiles import ReproduceError
+from fastdipole.reproduce.plan import MAIN_ARMS
 from fastdipole.reproduce.qmugs_data import rdkit_missing
 from fastdipole.train import TrainConfig, read_history, train
 from fastdipole.units import DEBYE_PER_E_ANGSTROM
 
 FIXTURE_QMUGS = Path(__file__).parent / "fixtures" / "qmugs"
-CONFIGS = ("none", "mulliken", "average")
+ARMS = tuple(MAIN_ARMS)
 SEEDS = [0, 1]
+FIRST, SECOND = "dipole-only-seed0", "paper-seed0"  # the plan's first two runs
 
 
 def _run_files(run_dir: Path) -> dict[str, tuple[int, bytes]]:
@@ -41,15 +43,15 @@ def smoke(tmp_path_factory):
     logs: list[str] = []
 
     reproduce(dataclasses.replace(opts, max_runs=1), say=logs.append)
-    first = out / "runs" / "none-seed0"
+    first = out / "runs" / FIRST
     first_files = _run_files(first)
     partial_report = (out / "REPORT.md").read_text()
 
     # Leave the second run as an interrupted one: 1 of 2 epochs done, checkpoint present, no summary.
     saved = json.loads((first / "config.json").read_text())
-    second = out / "runs" / "mulliken-seed0"
-    cfg = TrainConfig.from_dict(saved).replace(charges="mulliken", out=str(second), epochs=1,
-                                               extra={"reproduce": {"run": "mulliken-seed0"}})
+    second = out / "runs" / SECOND
+    cfg = TrainConfig.from_dict(saved).replace(charges="mulliken", loss="paper", out=str(second), epochs=1,
+                                               extra={"reproduce": {"run": SECOND}})
     train(cfg, progress=False, log=lambda msg: None)
     (second / "summary.json").unlink()
     epoch1_row = read_history(second)[0]
@@ -59,85 +61,87 @@ def smoke(tmp_path_factory):
             "epoch1_row": epoch1_row, "logs": logs, "qmugs": qmugs}
 
 
-def _table(text: str, heading: str) -> dict[str, list[str]]:
-    """Rows of the first Markdown table after ``heading``, keyed by their first cell."""
+def _table(text: str, heading: str) -> list[list[str]]:
+    """Rows (cells) of the first Markdown table after ``heading``."""
     section = text.split(heading, 1)[1]
-    rows = {}
+    rows = []
     for line in section.splitlines():
         if line.startswith("| ") and not line.startswith("|---"):
-            cells = [c.strip() for c in line.split("|")[1:-1]]
-            rows[cells[0]] = cells[1:]
+            rows.append([c.strip() for c in line.split("|")[1:-1]])
         elif rows and not line.startswith("|"):
             break
-    return rows
+    return rows[1:]  # without the header
 
 
 def _metrics(out: Path, name: str) -> dict:
     return json.loads((out / "runs" / name / "test_metrics.json").read_text())
 
 
-def test_report_has_all_tables_and_figures(smoke):
+def test_report_has_all_sections_and_figures(smoke):
     out = smoke["out"]
     text = (out / "REPORT.md").read_text()
-    for heading in ("## Verdict", "## Table 1", "## Table 2", "## Table 3", "## Figures", "### Charge weight l1",
-                    "### Training-set size", "### Sign flips over training", "### Per seed", "## QMugs-style section",
-                    "## Exact settings"):
+    for heading in ("## Verdict", "### Targets of the recipe", "## Statistics used", "## Recipe search",
+                    "## Paired differences", "## Per seed", "### Charge MAE vs Mulliken per element",
+                    "## Mulliken point-charge baseline", "## Figures", "## Charge weight l1", "## Training-set size",
+                    "## Every run", "## Exact settings"):
         assert heading in text, heading
-    assert re.search(r"\*\*The claim (held|did not hold) at this budget", text)
-    assert "not available" not in text
+    assert "not available" not in text and "time budget" not in text.lower()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     names = {Path(p).stem for p in images}
-    assert {"charges_none", "charges_mulliken", "dipoles_none", "dipoles_mulliken", "dipoles_average",
-            "learning_curves", "sign_flip", "sweep", "size"} <= names
+    assert {f"charges_{a}" for a in ARMS} | {f"dipoles_{a}" for a in ARMS} | {
+        "learning_curves", "direction_curves", "sweep", "size"} <= names
     for p in images:
         assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
     assert "torch" in text and "Seeds: 0, 1" in text and "200 / 60 / 100" in text
-    assert "Charge-only warm-up (1 epoch with l2 = 0" in text  # the smoke preset warms up for 1 epoch
-    warm = _metrics(out, "mulliken-warmup1-seed0")
-    assert warm["epochs_completed"] == 2 and json.loads(
-        (out / "runs" / "mulliken-warmup1-seed0" / "config.json").read_text())["charge_warmup_epochs"] == 1
     if smoke["qmugs"]:
-        assert "GFN2-xTB" in text and "not QMugs DFT" in text and "qmugs-mulliken-seed1" in text
+        assert "GFN2-xTB" in text and "not QMugs DFT" in text
+        assert _metrics(out, "qmugs-recipe-seed1")["total_charge_max_abs_e"] < 1e-5
 
 
 def test_tables_match_the_runs_metrics(smoke):
     out = smoke["out"]
     text = (out / "REPORT.md").read_text()
-    rows = _table(text, "## Table 2")
-    table1 = _table(text, "## Table 1")
-    per_seed = _table(text, "### Per seed")
-    label = {"none": "none (dipoles only)", "mulliken": "Mulliken charges", "average": "per-element average charges"}
-    maes = {}
-    for c in CONFIGS:
-        ms = [_metrics(out, f"{c}-seed{s}") for s in SEEDS]
+    per_seed = {(r[0], r[1]): r[2:] for r in _table(text, "## Per seed")}
+    for arm in ARMS:
+        ms = [_metrics(out, f"{arm}-seed{s}") for s in SEEDS]
         for m, s in zip(ms, SEEDS):
-            # metrics.json agrees with the saved predictions
-            with np.load(out / "runs" / f"{c}-seed{s}" / "test_predictions.npz") as p:
+            with np.load(out / "runs" / f"{arm}-seed{s}" / "test_predictions.npz") as p:
                 mae = np.mean(np.abs(p["mu_pred_debye"].astype(np.float64) - p["mu_label_debye"]))
                 assert m["dipole_mae_debye"] == pytest.approx(mae, rel=1e-5)
                 assert m["charge_mae_e"] == pytest.approx(np.mean(np.abs(p["charges_pred_e"] - p["charges_label_e"])),
                                                           rel=1e-4)
+                cos = np.einsum("ij,ij->i", p["dipole_pred_e_angstrom"], p["dipole_label_charges_e_angstrom"])
+                keep = np.linalg.norm(p["dipole_label_charges_e_angstrom"], axis=1) >= 1e-3
+                assert m["direction_agreement"] == pytest.approx(np.mean(cos[keep] > 0))
             assert m["dipole_mae_e_angstrom"] == pytest.approx(m["dipole_mae_debye"] / DEBYE_PER_E_ANGSTROM)
             assert m["n_molecules"] == 100  # the shared test set
             assert m["split_sizes"] == {"train": 200, "valid": 60, "test": 0}
+            assert m["epochs_completed"] == 2  # the fixed epoch count
+            row = per_seed[(arm, str(s))]
+            assert row[0] == f"{m['dipole_mae_e_angstrom']:.4f}"
+            assert row[2] == f"{100 * m['direction_agreement']:.1f}"
         mae = [m["dipole_mae_e_angstrom"] for m in ms]
-        maes[c] = np.mean(mae)
-        t2 = rows[label[c]]
-        assert t2[0] == f"{np.mean(mae):.4f} ± {np.std(mae, ddof=1):.4f}"
-        debye = [m["dipole_mae_debye"] for m in ms]
-        assert t2[2] == f"{np.mean(debye):.4f} ± {np.std(debye, ddof=1):.4f}"
-        q = [m["charge_mae_e"] for m in ms]
-        assert table1[label[c]][1] == f"{np.mean(q):.4f} ± {np.std(q, ddof=1):.4f}"
-        flips = [100 * m["sign_flip_fraction"] for m in ms]
-        assert table1[label[c]][3] == f"{np.mean(flips):.1f} ± {np.std(flips, ddof=1):.1f}"
-        column = {"none": 0, "mulliken": 1, "average": 3}[c]  # seed | none | mulliken | vs none | average | ...
-        for s, m in zip(SEEDS, ms):
-            assert per_seed[str(s)][column] == f"{m['dipole_mae_e_angstrom']:.4f}"
-    change = 100 * (maes["none"] - maes["mulliken"]) / maes["none"]
-    assert rows[label["mulliken"]][4] == f"{change:+.1f} %"
-    held = all(_metrics(out, f"mulliken-seed{s}")["dipole_mae_e_angstrom"]
-               < _metrics(out, f"none-seed{s}")["dipole_mae_e_angstrom"] for s in SEEDS)
-    assert ("**The claim held" in text) == held
+        assert per_seed[(f"**{arm}**", "median")][0] == f"{np.median(mae):.4f}"
+        assert per_seed[(f"**{arm}**", "mean")][0] == f"{np.mean(mae):.4f}"
+        neutral = arm != "paper"
+        assert all((m["total_charge_max_abs_e"] < 1e-5) == neutral for m in ms), arm
+    paired = {r[0]: r for r in _table(text, "## Paired differences")}
+    diffs = [_metrics(out, f"recipe-seed{s}")["dipole_mae_e_angstrom"]
+             - _metrics(out, f"dipole-only-seed{s}")["dipole_mae_e_angstrom"] for s in SEEDS]
+    assert paired["recipe vs dipole-only"][1] == ", ".join(f"{d:+.4f}" for d in diffs)
+    assert paired["recipe vs dipole-only"][2] == f"{np.median(diffs):+.4f}"
+
+
+def test_search_runs_spell_out_their_settings(smoke):
+    out = smoke["out"]
+    for name in ("search-paper-seed0", "search-means-batch-hinge-seed0", "search-dipole-only-seed0"):
+        config = json.loads((out / "runs" / name / "config.json").read_text())
+        assert config["epochs"] == 1 and config["patience"] > 1  # the smoke preset's recipe_epochs, no early stop
+    paper = json.loads((out / "runs" / "search-paper-seed0" / "config.json").read_text())
+    hinge = json.loads((out / "runs" / "search-means-batch-hinge-seed0" / "config.json").read_text())
+    assert (paper["loss"], paper["charge_constraint"]) == ("paper", "none")
+    assert (hinge["charge_init"], hinge["direction_weight"], hinge["charge_constraint"]) == (
+        "element_means", 1.0, "uniform")
 
 
 def test_rerun_skips_the_finished_run_and_resumes_the_interrupted_one(smoke):
@@ -145,15 +149,15 @@ def test_rerun_skips_the_finished_run_and_resumes_the_interrupted_one(smoke):
     assert "Incomplete:" in smoke["partial_report"]
     state = json.loads((out / "reproduce.json").read_text())
     first_inv, second_inv = state["invocations"]
-    assert first_inv["trained"] == ["none-seed0"]
-    assert "none-seed0" not in second_inv["trained"] and "mulliken-seed0" in second_inv["trained"]
+    assert first_inv["trained"] == [FIRST]
+    assert FIRST not in second_inv["trained"] and SECOND in second_inv["trained"]
     # the finished run's files were not touched by the second invocation
-    assert _run_files(out / "runs" / "none-seed0") == smoke["first_files"]
+    assert _run_files(out / "runs" / FIRST) == smoke["first_files"]
     # the interrupted run continued from its checkpoint: epoch 1 kept, epoch 2 added
-    hist = read_history(out / "runs" / "mulliken-seed0")
+    hist = read_history(out / "runs" / SECOND)
     assert [r["epoch"] for r in hist] == [1, 2]
     assert hist[0] == smoke["epoch1_row"]
-    assert "resuming" in (out / "logs" / "mulliken-seed0.log").read_text()
+    assert "resuming" in (out / "logs" / f"{SECOND}.log").read_text()
     assert "Incomplete:" not in (out / "REPORT.md").read_text()
 
 
@@ -167,13 +171,12 @@ def test_third_invocation_trains_nothing(smoke):
     assert json.loads((out / "reproduce.json").read_text())["invocations"][-1]["trained"] == []
 
 
-def test_per_epoch_sign_flips_are_recorded(smoke):
+def test_per_epoch_direction_agreement_is_recorded(smoke):
     out = smoke["out"]
-    for c in CONFIGS:
-        lines = (out / "runs" / f"{c}-seed1" / "signflip.csv").read_text().splitlines()
-        assert lines[0].startswith("epoch,sign_flip_fraction")
-        assert [int(line.split(",")[0]) for line in lines[1:]] == [1, 2]
-        assert all(0.0 <= float(line.split(",")[1]) <= 1.0 for line in lines[1:])
+    for arm in ARMS:
+        rows = read_history(out / "runs" / f"{arm}-seed1")
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert all(0.0 <= r["valid_direction_agreement"] <= 1.0 for r in rows)
 
 
 def test_other_settings_in_the_same_folder_are_refused(smoke):
@@ -188,7 +191,7 @@ def test_cli_parses_seeds_and_studies(tmp_path):
     assert result.exit_code == 0, result.output
     inv = json.loads((out / "reproduce.json").read_text())["invocations"][-1]
     assert inv["seeds"] == [3, 5] and inv["studies"] == ["main", "sweep"]
-    assert "**No verdict" in (out / "REPORT.md").read_text()
+    assert "Incomplete:" in (out / "REPORT.md").read_text()
     bad = CliRunner().invoke(main, ["reproduce", "--out", str(out), "--preset", "smoke", "--seeds", "x"])
     assert bad.exit_code == 2 and "expected integers" in bad.output
     stray = CliRunner().invoke(main, ["reproduce", "--out", str(out), "--preset", "smoke", "7"])
@@ -202,8 +205,8 @@ def test_parallel_jobs_give_the_same_runs(smoke, tmp_path):
     out = tmp_path / "parallel"
     opts = dataclasses.replace(smoke["opts"], out=str(out), seeds=[0], only=["main"], qmugs=None, jobs=2)
     reproduce(opts, say=lambda msg: None)
-    for c in CONFIGS:
-        par, seq = _metrics(out, f"{c}-seed0"), _metrics(smoke["out"], f"{c}-seed0")
+    for arm in ARMS:
+        par, seq = _metrics(out, f"{arm}-seed0"), _metrics(smoke["out"], f"{arm}-seed0")
         assert par["epochs_completed"] == seq["epochs_completed"] == 2
         assert par["dipole_mae_e_angstrom"] == pytest.approx(seq["dipole_mae_e_angstrom"], rel=1e-3)
         assert par["charge_mae_e"] == pytest.approx(seq["charge_mae_e"], rel=1e-3)

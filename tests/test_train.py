@@ -206,3 +206,59 @@ def test_diverging_loss_stops_with_a_clear_error(small_h5, tmp_path):
 
     with pytest.raises(TrainingError, match=r"loss became (nan|inf) in epoch 1; try a smaller --lr"):
         train(tiny(small_h5, tmp_path / "run", lr=1e30), progress=False, log=quiet)
+
+
+# ---- fastdipole's recipe: neutral charges, charge head started at the element means, direction term ----------
+
+
+def test_recipe_starts_the_charge_head_at_the_training_means(small_h5, tmp_path):
+    run = train(tiny(small_h5, tmp_path / "r", epochs=0, charge_init="element_means_only"), progress=False, log=quiet)
+    state = load_checkpoint(run / "checkpoint_last.pt")["model"]  # epoch 0: the initial weights
+    split = load_split(run / "split.npz")
+    means = element_mean_charges(load_h5(small_h5), split["train"])
+    species = json.loads((run / "config.json").read_text())["species"]
+    assert state["charges.layers.0.weight"][0].tolist() == pytest.approx([means[z] for z in species], rel=1e-6)
+    assert float(state["charges.layers.1.weight"].abs().sum()) == 0.0  # element_means_only: higher levels start at 0
+    # Same seed, paper's loss: hippynn's random start, and the rest of the weights identical.
+    paper = train(tiny(small_h5, tmp_path / "p", epochs=0, loss="paper"), progress=False, log=quiet)
+    other = load_checkpoint(paper / "checkpoint_last.pt")["model"]
+    assert state["charges.layers.0.weight"].tolist() != other["charges.layers.0.weight"].tolist()
+    for key in state:
+        if not key.startswith("charges."):
+            assert torch.equal(state[key], other[key]), key
+
+
+def test_recipe_training_is_neutral_and_logs_the_direction(small_h5, tmp_path):
+    run = train(tiny(small_h5, tmp_path / "r", epochs=2, direction_weight=1.0, direction_epochs=1), progress=False,
+                log=quiet)
+    rows = read_history(run)
+    assert rows[0]["train_direction_hinge"] is not None and rows[1]["train_direction_hinge"] is None  # epoch 1 only
+    assert all(0.0 <= r["valid_direction_agreement"] <= 1.0 for r in rows)
+    assert all(r["valid_total_charge_mean_abs_e"] < 1e-5 for r in rows)
+
+
+def test_ions_take_their_total_charge_from_the_file(small_h5, tmp_path):
+    ds = load_h5(small_h5)
+    total = np.zeros(ds.n_molecules, dtype=np.int16)
+    total[::7] = 1  # some cations (the labels stay the neutral molecules' Mulliken charges: only the sums matter)
+    ds.extra["total_charge"] = total
+    path = tmp_path / "ions.h5"
+    save_h5(ds, path)
+    run = train(tiny(path, tmp_path / "r", epochs=1), progress=False, log=quiet)
+    model = load_model(run)
+    result = evaluate(model, load_h5(path), np.arange(ds.n_molecules))
+    pred = result.predictions
+    sums = np.add.reduceat(pred.charges_pred, pred.atom_offsets[:-1])
+    np.testing.assert_allclose(sums, total, atol=1e-5)
+    assert result.metrics["total_charge_max_abs_e"] < 1e-5
+
+
+def test_old_run_folders_load_as_they_were_trained(small_h5, tmp_path):
+    """A config.json written before the recipe existed has no charge_constraint: it was the paper's head."""
+    run = train(tiny(small_h5, tmp_path / "old", epochs=1, loss="paper"), progress=False, log=quiet)
+    raw = json.loads((run / "config.json").read_text())
+    for key in ("loss", "charge_constraint", "charge_init", "direction_weight", "direction_epochs", "direction_form"):
+        raw.pop(key)
+    (run / "config.json").write_text(json.dumps(raw))
+    model = load_model(run)
+    assert model.charge_constraint == "none"

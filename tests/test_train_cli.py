@@ -120,3 +120,18 @@ def test_charge_warmup_flag_reaches_the_config(small_h5, tmp_path):
     refused = runner.invoke(main, ["train", "--data", str(small_h5), "--out", str(tmp_path / "x"),
                                    "--charges", "none", "--charge-warmup-epochs", "1", *TINY])
     assert refused.exit_code == 2 and "charge_warmup_epochs" in refused.output
+
+
+def test_loss_paper_is_the_papers_loss_exactly(small_h5, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "paper"
+    result = runner.invoke(main, ["train", "--data", str(small_h5), "--out", str(run), "--epochs", "1",
+                                  "--loss", "paper", *TINY])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["loss"], config["charge_constraint"], config["charge_init"], config["direction_weight"]) == (
+        "paper", "none", "random", 0.0)
+    clash = runner.invoke(main, ["train", "--data", str(small_h5), "--out", str(tmp_path / "x"), "--loss", "paper",
+                                 "--charge-constraint", "uniform", *TINY])
+    assert clash.exit_code == 2 and "--loss paper" in clash.output and "--charge-constraint uniform" in clash.output
+    assert not (tmp_path / "x").exists()

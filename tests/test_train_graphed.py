@@ -6,6 +6,9 @@ CUDA graphs on a GPU.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -26,29 +29,41 @@ def model64(dipole_origin="centroid", seed=0):
                                    kernels="kernels", dipole_origin=dipole_origin).double()
 
 
-def plain_step(model, batch, charge_mode, l1, l2):
+def plain_step(model, batch, charge_mode, l1, l2, direction_weight=0.0, direction_form="batch"):
     model.zero_grad(set_to_none=True)
-    terms = batch_loss(model(batch.Z, batch.R, batch.offsets), batch, charge_mode, l1, l2)
+    out = model(batch.Z, batch.R, batch.offsets, batch.total_charge)
+    terms = batch_loss(out, batch, charge_mode, l1, l2, direction_weight, direction_form)
     terms.total.backward()
     return terms, [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("charge_mode,dipole_origin,l2", [("mulliken", "centroid", 0.96), ("none", "absolute", 0.96),
-                                                          ("mulliken", "centroid", 0.0)])
-def test_padded_step_equals_plain_step(qm9_300, charge_mode, dipole_origin, l2):
-    loader = BatchLoader(qm9_300, torch.arange(300).numpy(), batch_size=100, shuffle=False, dtype=torch.float64)
+@pytest.mark.parametrize("charge_mode,dipole_origin,l2,direction_weight,direction_form,ions", [
+    ("mulliken", "centroid", 0.96, 0.0, "batch", False), ("none", "absolute", 0.96, 0.0, "batch", False),
+    ("mulliken", "centroid", 0.0, 0.0, "batch", False), ("mulliken", "centroid", 0.96, 1.0, "batch", True),
+    ("mulliken", "centroid", 0.96, 1.0, "molecule", False)])
+def test_padded_step_equals_plain_step(qm9_300, charge_mode, dipole_origin, l2, direction_weight, direction_form,
+                                       ions):
+    data = qm9_300
+    if ions:  # some molecules with a total charge: the graphed step must project to the same sums
+        total = np.zeros(data.n_molecules, dtype=np.int16)
+        total[::5] = -1
+        data = dataclasses.replace(data, extra={**data.extra, "total_charge": total})
+    loader = BatchLoader(data, torch.arange(300).numpy(), batch_size=100, shuffle=False, dtype=torch.float64)
     model = model64(dipole_origin)
     # Small steps so the three batches land in different buckets and the pair padding spans many pad atoms.
-    step = GraphedTrainStep(model, charge_mode, steps=PadSteps(atoms=64, pairs=512, molecules=8), capture=False)
+    step = GraphedTrainStep(model, charge_mode, steps=PadSteps(atoms=64, pairs=512, molecules=8), capture=False,
+                            direction_form=direction_form)
     for batch in loader:
-        want_terms, want_grads = plain_step(model, batch, charge_mode, 0.04, l2)
+        assert (batch.total_charge is not None) == ions
+        want_terms, want_grads = plain_step(model, batch, charge_mode, 0.04, l2, direction_weight, direction_form)
         model.zero_grad(set_to_none=True)
-        got_terms = step(batch, 0.04, l2)
+        got_terms = step(batch, 0.04, l2, direction_weight)
         for name, got, want in zip(want_terms._fields, got_terms, want_terms):
             if want is None:
                 assert got is None, name
             else:
                 torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-12, msg=name)
+        assert (got_terms.direction is not None) == (direction_weight > 0 and charge_mode != "none")
         for (name, p), want in zip(model.named_parameters(), want_grads):
             torch.testing.assert_close(p.grad, want, rtol=1e-9, atol=1e-12, msg=name)
 

@@ -50,16 +50,14 @@ def _parse_studies(values) -> list[str] | None:
               help="compiled C++/CUDA kernels or the pure-PyTorch reference ops")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads per training (default: cores / jobs)")
-@click.option("--epochs", type=int, default=None, help="override the preset's epoch cap per run")
-@click.option("--max-minutes", type=float, default=None,
-              help="override the preset's training time budget per run (0: no limit)")
+@click.option("--epochs", type=int, default=None, help="override the preset's fixed epoch count of the main / sweep / size runs")
 @click.option("--max-runs", type=int, default=None,
               help="train at most this many runs now, then write the (partial) report; rerun to continue")
 @click.option("--report-only", is_flag=True, help="only rebuild figures and REPORT.md from finished runs")
 @click.option("--quiet", is_flag=True,
               help="print only one line per finished run (epoch lines still go to OUT/logs/RUN.log)")
 @click.pass_context
-def command(ctx, data, out, preset, seeds, only, jobs, qmugs, kernels, device, threads, epochs, max_minutes, max_runs,
+def command(ctx, data, out, preset, seeds, only, jobs, qmugs, kernels, device, threads, epochs, max_runs,
             report_only, quiet):
     """Reproduce the paper's Tables 1-3 and figures: dipole-only vs Mulliken vs per-element average charges.
 
@@ -78,7 +76,7 @@ def command(ctx, data, out, preset, seeds, only, jobs, qmugs, kernels, device, t
         raise click.UsageError("--seeds: each seed once")
     opts = ReproduceOptions(
         out=out, data=data, preset=preset, seeds=seed_list, only=_parse_studies(only), jobs=jobs, qmugs=qmugs,
-        kernels=kernels, device=device, threads=threads, epochs=epochs, max_minutes=max_minutes, max_runs=max_runs,
+        kernels=kernels, device=device, threads=threads, epochs=epochs, max_runs=max_runs,
         report_only=report_only, echo=not quiet,
     )
     try:

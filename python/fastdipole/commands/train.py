@@ -7,7 +7,11 @@ import sys
 import click
 from click.core import ParameterSource
 
-from ..train.config import DEFAULT_EPOCHS, TrainConfig
+from ..nn.dipole import CHARGE_CONSTRAINTS
+from ..train.config import CHARGE_INITS, DEFAULT_EPOCHS, LOSSES, PAPER_SETTINGS, TrainConfig
+from ..train.loss import DIRECTION_FORMS
+
+_D = TrainConfig()  # defaults shown by --help come from the config itself
 
 # CLI option name -> TrainConfig field (where they differ).
 _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "plateau_patience"}
@@ -33,6 +37,21 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.option("--n-atom-layers", type=int, default=3, show_default=True, help="atom layers per interaction block")
 @click.option("--l1", type=float, default=0.04, show_default=True, help="weight of the charge loss terms")
 @click.option("--l2", type=float, default=0.96, show_default=True, help="weight of the dipole-magnitude loss terms")
+@click.option("--loss", type=click.Choice(list(LOSSES)), default="fastdipole", show_default=True,
+              help="fastdipole: the recipe (total-charge constraint, charge head started at per-element mean "
+                   "charges, direction term); paper: the paper's model and loss exactly")
+@click.option("--charge-constraint", type=click.Choice(list(CHARGE_CONSTRAINTS)), default=_D.charge_constraint,
+              show_default=True, help="uniform: each molecule's charges sum to its total charge (0, or the file's "
+                                      "total_charge array); none: the paper's unconstrained head")
+@click.option("--charge-init", type=click.Choice(list(CHARGE_INITS)), default=_D.charge_init, show_default=True,
+              help="start of the charge head: the training split's per-element mean charges, or random (hippynn)")
+@click.option("--direction-weight", type=float, default=_D.direction_weight, show_default=True,
+              help="weight of the direction term: hinge on the batch-mean cosine between predicted dipoles and "
+                   "the label charges' point dipoles (0: off)")
+@click.option("--direction-epochs", type=int, default=_D.direction_epochs, show_default=True,
+              help="the direction term acts in the first N epochs only (0: every epoch)")
+@click.option("--direction-form", type=click.Choice(list(DIRECTION_FORMS)), default=_D.direction_form,
+              show_default=True, help="batch: relu(0.5 - mean cos); molecule: mean relu(-cos)")
 @click.option("--charge-warmup-epochs", type=int, default=0, show_default=True,
               help="first epochs train the charge terms only (l2 = 0); needs --charges mulliken|average")
 @click.option("--patience", type=int, default=15, show_default=True,
@@ -62,6 +81,10 @@ def command(resume, progress, **options):
     ctx = click.get_current_context()
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
     fields = {_FIELD.get(k, k): v for k, v in options.items()}
+    if options["loss"] == "paper":
+        clash = [f"--{k.replace('_', '-')} {given[k]}" for k in PAPER_SETTINGS if k in given and given[k] != PAPER_SETTINGS[k]]
+        if clash:
+            raise click.UsageError(f"--loss paper is the paper's loss exactly; it cannot take {', '.join(clash)}")
     if resume:
         if options["out"] is None:
             raise click.UsageError("--resume needs --out RUN_FOLDER")

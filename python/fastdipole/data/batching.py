@@ -20,7 +20,8 @@ class Batch(NamedTuple):
 
     Z: int64 (n,) atomic numbers. R: (n, 3) positions, Angstrom. offsets: int64 (b+1,) local CSR
     offsets. mu_debye: (b,) dipole magnitudes, Debye. charges: (n,) charge labels, e, or None.
-    index: int64 (b,) molecule indices into the dataset.
+    index: int64 (b,) molecule indices into the dataset. total_charge: (b,) total charge of each molecule,
+    e (None: all neutral).
     """
 
     Z: torch.Tensor
@@ -29,6 +30,7 @@ class Batch(NamedTuple):
     mu_debye: torch.Tensor
     charges: torch.Tensor | None
     index: torch.Tensor
+    total_charge: torch.Tensor | None = None
 
     @property
     def n_molecules(self) -> int:
@@ -90,6 +92,8 @@ class BatchLoader:
         self._R = torch.from_numpy(np.ascontiguousarray(dataset.R)).to(dtype)
         self._mu = torch.from_numpy(np.ascontiguousarray(dataset.mu_debye)).to(dtype)
         self._q = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels)).to(dtype)
+        total = dataset.total_charge
+        self._total = torch.from_numpy(np.ascontiguousarray(total)).to(dtype) if np.any(total) else None
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch whose permutation the next ``iter()`` uses."""
@@ -125,4 +129,5 @@ class BatchLoader:
             mu_debye=self._mu.index_select(0, mol_t),
             charges=None if self._q is None else self._q.index_select(0, atoms_t),
             index=mol_t,
+            total_charge=None if self._total is None else self._total.index_select(0, mol_t),
         )

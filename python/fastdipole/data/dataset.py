@@ -23,6 +23,10 @@ MAX_ATOMIC_NUMBER = 118
 _PAIR_BLOCK_ENTRIES = 12_000_000
 
 
+#: Optional per-molecule array of total charges (e); molecules are neutral when a file has none.
+TOTAL_CHARGE_KEY = "total_charge"
+
+
 @dataclass
 class MoleculeDataset:
     """Molecules in flat CSR layout (numpy arrays).
@@ -54,6 +58,15 @@ class MoleculeDataset:
     @property
     def n_atoms(self) -> int:
         return int(len(self.Z))
+
+    @property
+    def total_charge(self) -> np.ndarray:
+        """float32 (M,) total charge of each molecule, e: the file's per-molecule ``total_charge`` array when
+        present (QMugs files have one), else 0 (neutral molecules)."""
+        values = self.extra.get(TOTAL_CHARGE_KEY)
+        if values is None:
+            return np.zeros(self.n_molecules, dtype=np.float32)
+        return np.asarray(values, dtype=np.float32)
 
     @property
     def n_atoms_per_molecule(self) -> np.ndarray:

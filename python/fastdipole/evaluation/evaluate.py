@@ -8,8 +8,17 @@ import numpy as np
 import torch
 
 from ..data import BatchLoader, MoleculeDataset
+from ..data.dataset import atom_indices
+from ..nn.dipole import centroid_point_dipole
 from ..units import DEBYE_PER_E_ANGSTROM
-from .metrics import charge_metrics, dipole_metrics, total_charge_metrics
+from .metrics import (
+    centred_charge_mae,
+    charge_metrics,
+    charge_metrics_by_element,
+    dipole_metrics,
+    direction_agreement,
+    total_charge_metrics,
+)
 
 
 class Predictions(NamedTuple):
@@ -19,6 +28,8 @@ class Predictions(NamedTuple):
     magnitudes, Debye. charges_pred: (N,) predicted atomic charges, e, atoms concatenated in molecule
     order; atom_offsets: int64 (M+1,) CSR offsets into it. charges_label: (N,) labels (e) or None.
     dipole_pred_e_angstrom: (M, 3) predicted dipole vectors, e*Angstrom, in the model's dipole origin.
+    dipole_label_charges_e_angstrom: (M, 3) point dipoles of the label charges about each centroid, e*Angstrom
+    (None without labels). Z: (N,) atomic numbers of the atoms. total_charge: (M,) total charges, e.
     """
 
     index: np.ndarray
@@ -28,6 +39,9 @@ class Predictions(NamedTuple):
     charges_label: np.ndarray | None
     atom_offsets: np.ndarray
     dipole_pred_e_angstrom: np.ndarray | None = None
+    dipole_label_charges_e_angstrom: np.ndarray | None = None
+    Z: np.ndarray | None = None
+    total_charge: np.ndarray | None = None
 
 
 class EvaluationResult(NamedTuple):
@@ -56,15 +70,18 @@ def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512
     loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype, charges=charges)
     was_training = model.training
     model.eval()
-    mu_pred, dip_pred, q_pred, q_label, counts = [], [], [], [], []
+    mu_pred, dip_pred, dip_label, q_pred, q_label, counts = [], [], [], [], [], []
     try:
         for batch in loader:
-            out = model(batch.Z.to(device), batch.R.to(device), batch.offsets.to(device))
+            total = None if batch.total_charge is None else batch.total_charge.to(device)
+            out = model(batch.Z.to(device), batch.R.to(device), batch.offsets.to(device), total)
             mu_pred.append(out.magnitude.double().cpu().numpy() * DEBYE_PER_E_ANGSTROM)
             dip_pred.append(out.dipole.double().cpu().numpy())
             q_pred.append(out.charges.double().cpu().numpy())
             if batch.charges is not None:
                 q_label.append(batch.charges.double().numpy())
+                dip_label.append(centroid_point_dipole(batch.charges.double(), batch.R.double(),
+                                                       batch.offsets).numpy())
             counts.append(np.diff(batch.offsets.numpy()))
     finally:
         model.train(was_training)
@@ -81,17 +98,29 @@ def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512
         charges_label=(np.concatenate(q_label) if q_label else np.zeros(0)) if has_labels else None,
         atom_offsets=atom_offsets,
         dipole_pred_e_angstrom=np.concatenate(dip_pred) if dip_pred else np.zeros((0, 3)),
+        dipole_label_charges_e_angstrom=(np.concatenate(dip_label) if dip_label else np.zeros((0, 3)))
+        if has_labels else None,
+        Z=dataset.Z[atom_indices(dataset.offsets, index)[0]],
+        total_charge=dataset.total_charge[index].astype(np.float64),
     )
 
 
 def metrics_from_predictions(pred: Predictions) -> dict:
-    """Dipole metrics (D, e*A, %), charge metrics (e) when labels exist, mean |total charge| (e)."""
+    """Dipole metrics (D, e*A, %); mean and max |total charge error| (e); with charge labels also charge
+    MAE / RMSE (e) raw, per element and after removing each molecule's mean charge, and the share of molecules
+    whose predicted dipole points with the label charges' point dipole (``direction_agreement``)."""
     metrics = dipole_metrics(pred.mu_pred_debye, pred.mu_label_debye)
     if pred.charges_label is not None:
         metrics.update(charge_metrics(pred.charges_pred, pred.charges_label))
+        metrics["charge_mae_centred_e"] = centred_charge_mae(pred.charges_pred, pred.charges_label, pred.atom_offsets)
+        if pred.Z is not None:
+            metrics["charge_by_element"] = charge_metrics_by_element(pred.charges_pred, pred.charges_label, pred.Z)
+        if pred.dipole_label_charges_e_angstrom is not None and pred.dipole_pred_e_angstrom is not None:
+            metrics.update(direction_agreement(pred.dipole_pred_e_angstrom, pred.dipole_label_charges_e_angstrom))
     else:
-        metrics.update({"n_atoms": int(len(pred.charges_pred)), "charge_mae_e": None, "charge_rmse_e": None})
-    metrics.update(total_charge_metrics(pred.charges_pred, pred.atom_offsets))
+        metrics.update({"n_atoms": int(len(pred.charges_pred)), "charge_mae_e": None, "charge_rmse_e": None,
+                        "charge_mae_centred_e": None, "direction_agreement": None})
+    metrics.update(total_charge_metrics(pred.charges_pred, pred.atom_offsets, pred.total_charge))
     return metrics
 
 

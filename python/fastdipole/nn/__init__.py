@@ -4,7 +4,14 @@ Same function, parameter shapes, initialisation and state-dict keys as hippynn 0
 """
 
 from .charges import ChargeHead
-from .dipole import DipoleModel, DipoleOutput, molecule_centroids
+from .dipole import (
+    CHARGE_CONSTRAINTS,
+    DipoleModel,
+    DipoleOutput,
+    centroid_point_dipole,
+    molecule_centroids,
+    project_total_charge,
+)
 from .hipnn import HIPNN, ResidualLayer
 from .interaction import InteractionLayer
 from .sensitivity import InverseGaussianSensitivity
@@ -18,4 +25,7 @@ __all__ = [
     "InverseGaussianSensitivity",
     "ResidualLayer",
     "molecule_centroids",
+    "project_total_charge",
+    "centroid_point_dipole",
+    "CHARGE_CONSTRAINTS",
 ]

@@ -2,11 +2,9 @@
 
 Python API: ``reproduce(ReproduceOptions(out=..., data=..., preset="cpu"))`` -> path of REPORT.md.
 Modules: ``presets`` (budgets), ``plan`` (which runs), ``datafiles`` (test set and training pools),
-``runner`` (resumable, parallel runs), ``tracking`` (per-epoch sign flips), ``tables``, ``claims``
-(the generated verdict), ``figures``, ``report``, ``pipeline`` (all of it in order).
+``runner`` (resumable, parallel runs), ``stats`` (summary statistics), ``tables``, ``figures``, ``report``, ``pipeline`` (all of it in order).
 """
 
-from .claims import claim_statement, verdict
 from .pipeline import ReproduceOptions, reproduce
 from .plan import RunSpec, plan_runs
 from .presets import PRESETS, STUDIES, Preset, get_preset
@@ -17,9 +15,7 @@ __all__ = [
     "Preset",
     "ReproduceOptions",
     "RunSpec",
-    "claim_statement",
     "get_preset",
     "plan_runs",
     "reproduce",
-    "verdict",
 ]

@@ -1,20 +1,19 @@
-"""The report's figures (PNG): parity plots of test predictions, learning curves, sign flips, study curves."""
+"""The report's figures (PNG): parity plots of test predictions, learning curves, direction agreement per epoch,
+and the l1-sweep and training-size curves."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..evaluation.plots import _pyplot, parity_plot
 from ..train import read_history
 from ..units import DEBYE_PER_E_ANGSTROM
-from .plan import CONFIGS, RunSpec
+from .plan import MAIN_ARMS, RunSpec
 from .runner import load_test_predictions
-from .tracking import read_signflip
 
-COLORS = {"none": "tab:gray", "mulliken": "tab:blue", "average": "tab:orange"}
-SEED_STYLES = ("-", "--", ":", "-.")
+COLORS = {"dipole-only": "tab:gray", "paper": "tab:red", "paper-neutral": "tab:purple", "recipe": "tab:blue",
+          "average": "tab:orange"}
+SEED_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
 
 
 def charge_parity(run_dir, path, title: str) -> Path:
@@ -33,93 +32,67 @@ def dipole_parity(run_dir, path, title: str) -> Path:
 
 def _style(spec: RunSpec, seeds: list[int]) -> dict:
     i = seeds.index(spec.seed) if spec.seed in seeds else 0
-    return {"color": COLORS.get(spec.charges, "black"), "ls": SEED_STYLES[i % len(SEED_STYLES)]}
+    return {"color": COLORS.get(spec.arm, "black"), "ls": SEED_STYLES[i % len(SEED_STYLES)]}
 
 
-def learning_curves(out_dir, specs: list[RunSpec], seeds: list[int], path) -> Path | None:
-    """Validation dipole MAE (e*A) per epoch: main runs (left), extra-study runs (right)."""
+def _curves(out_dir, specs: list[RunSpec], seeds: list[int], path, column: str, ylabel: str, title: str,
+            scale: float = 1.0, log: bool = False) -> Path | None:
+    """One line per main run of ``column`` of its metrics.csv against the epoch."""
     plt = _pyplot()
-    main = [s for s in specs if "main" in s.studies]
-    extra = [s for s in specs if "main" not in s.studies and s.dataset == "qm9"]
-    panels = [(main, "main runs (colour: charges, line: seed)")] + ([(extra, "extra studies (seed %d)" % seeds[0])]
-                                                                      if extra else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), dpi=110, squeeze=False)
-    drew = False
-    cmap = plt.get_cmap("tab10")
-    for ax, (group, title) in zip(axes[0], panels):
-        for k, spec in enumerate(group):
-            hist = read_history(Path(out_dir) / "runs" / spec.name)
-            if not hist:
-                continue
-            x = [r["epoch"] for r in hist]
-            y = [r["valid_dipole_mae_e_angstrom"] for r in hist]
-            style = _style(spec, seeds) if group is main else {"color": cmap(k % 10), "ls": "-"}
-            ax.plot(x, y, lw=1.2, label=spec.name, **style)
-            drew = True
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation |mu| MAE (e*A)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        if ax.lines:
-            ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 6 else 1)
-    if not drew:
-        plt.close(fig)
-        return None
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def sign_flip_curves(out_dir, specs: list[RunSpec], seeds: list[int], path) -> Path | None:
-    """Share of validation atoms whose predicted charge has the wrong sign vs Mulliken, per epoch."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=110)
     for spec in specs:
-        rows = read_signflip(Path(out_dir) / "runs" / spec.name)
-        if not rows or spec.dataset != "qm9":
+        if "main" not in spec.studies:
             continue
-        style = _style(spec, seeds)
-        if spec.warmup_epochs:
-            style = {"color": "tab:green", "ls": "-"}
-        elif "main" not in spec.studies:
-            continue  # sweep / size runs would clutter the figure
-        ax.plot([r["epoch"] for r in rows], [100 * r["sign_flip_fraction"] for r in rows], lw=1.2, label=spec.name,
-                **style)
+        rows = [r for r in read_history(Path(out_dir) / "runs" / spec.name) if r.get(column) is not None]
+        if rows:
+            ax.plot([r["epoch"] for r in rows], [scale * r[column] for r in rows], lw=1.1, label=spec.name,
+                    **_style(spec, seeds))
     if not ax.lines:
         plt.close(fig)
         return None
-    ax.axhline(50, color="k", lw=0.6, ls=":")
-    ax.set_ylim(-2, 102)
+    if log:
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("sign-flipped validation atoms (%)")
-    ax.set_title("charges with the opposite sign to Mulliken", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 6 else 1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
 
 
+def learning_curves(out_dir, specs, seeds, path) -> Path | None:
+    """Validation |mu| MAE (e*A) per epoch of every main run (colour: arm, line style: seed)."""
+    return _curves(out_dir, specs, seeds, path, "valid_dipole_mae_e_angstrom", "validation |mu| MAE (e*A)",
+                   "main runs (colour: arm, line: seed)", log=True)
+
+
+def direction_curves(out_dir, specs, seeds, path) -> Path | None:
+    """Validation direction agreement (%) per epoch of every main run: when each run settles in its basin."""
+    return _curves(out_dir, specs, seeds, path, "valid_direction_agreement",
+                   "validation molecules with cos(mu, mu_Mulliken) > 0 (%)",
+                   "dipole direction vs the Mulliken point-charge dipole", scale=100.0)
+
+
 def sweep_plot(rows: list[dict], path) -> Path | None:
-    """Test MAE (e*A) against the charge weight l1 (l2 fixed)."""
-    pts = [(r["l1"], r["metrics"]["dipole_mae_e_angstrom"]) for r in rows if r["metrics"]]
-    if len(pts) < 2:
+    """Test MAE (e*A) against the charge weight l1 (l2 fixed), one line per seed."""
+    rows = [r for r in rows if r.get("mae") is not None]
+    if len({r["l1"] for r in rows}) < 2:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.4, 4.0), dpi=110)
-    x = np.array([p[0] for p in pts])
-    y = np.array([p[1] for p in pts])
-    xs = np.where(x > 0, x, min(x[x > 0].min() / 4, 1e-3) if (x > 0).any() else 1e-3)  # l1 = 0 drawn left of the rest
-    ax.plot(xs, y, "o-", color="tab:blue")
-    for xi, xv, yi in zip(xs, x, y):
-        ax.annotate(f"l1={xv:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    positive = [r["l1"] for r in rows if r["l1"] > 0]
+    zero_at = min(positive) / 4 if positive else 1e-3  # l1 = 0 drawn left of the rest
+    for seed in sorted({r["seed"] for r in rows}):
+        pts = sorted((r["l1"], r["mae"]) for r in rows if r["seed"] == seed)
+        ax.plot([x if x > 0 else zero_at for x, _ in pts], [y for _, y in pts], "o-", label=f"seed {seed}")
     ax.set_xscale("log")
     ax.set_xlabel("charge weight l1 (log scale; l1 = 0 at the far left), l2 = 0.96")
     ax.set_ylabel("test |mu| MAE (e*A)")
     ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -127,13 +100,14 @@ def sweep_plot(rows: list[dict], path) -> Path | None:
 
 
 def size_plot(rows: list[dict], path) -> Path | None:
-    """Test MAE (e*A) against the number of training molecules, none vs mulliken (log-log)."""
+    """Test MAE (e*A) against the number of training molecules, dipole-only vs the recipe (log-log)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.4, 4.0), dpi=110)
-    for c in ("none", "mulliken"):
-        pts = [(r["n_train"], r["metrics"][c]["dipole_mae_e_angstrom"]) for r in rows if r["metrics"][c]]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=COLORS[c], label=c)
+    for arm in ("dipole-only", "recipe"):
+        for seed in sorted({r["seed"] for r in rows}):
+            pts = sorted((r["n_train"], r["mae"][arm]) for r in rows if r["seed"] == seed and r["mae"].get(arm))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=COLORS[arm], label=f"{arm}, seed {seed}")
     if not ax.lines:
         plt.close(fig)
         return None
@@ -142,27 +116,27 @@ def size_plot(rows: list[dict], path) -> Path | None:
     ax.set_xlabel("training molecules")
     ax.set_ylabel("test |mu| MAE (e*A)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
 
 
-def main_figures(out_dir, fig_dir, specs: list[RunSpec], seeds: list[int], results: dict) -> dict[str, Path]:
-    """Parity plots of the first seed's main runs (charges: none, mulliken; dipoles: all configs)."""
+def main_figures(out_dir, fig_dir, seeds: list[int], results: dict) -> dict[str, Path]:
+    """Charge and dipole parity plots of the first seed's main runs."""
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     out = {}
     seed = seeds[0]
-    for c in CONFIGS:
-        name = f"{c}-seed{seed}"
+    for arm in MAIN_ARMS:
+        name = f"{arm}-seed{seed}"
         if name not in results:
             continue
         run_dir = Path(out_dir) / "runs" / name
-        if c in ("none", "mulliken"):
-            out[f"charges_{c}"] = charge_parity(run_dir, fig_dir / f"charges_{c}.png",
-                                                f"test atoms, label = Mulliken; trained with charges={c} (seed {seed})")
-        out[f"dipoles_{c}"] = dipole_parity(run_dir, fig_dir / f"dipoles_{c}.png",
-                                            f"test dipoles, trained with charges={c} (seed {seed})")
+        out[f"charges_{arm}"] = charge_parity(run_dir, fig_dir / f"charges_{arm}.png",
+                                              f"test atoms vs Mulliken; arm {arm} (seed {seed})")
+        out[f"dipoles_{arm}"] = dipole_parity(run_dir, fig_dir / f"dipoles_{arm}.png",
+                                              f"test dipoles; arm {arm} (seed {seed})")
     return out
+

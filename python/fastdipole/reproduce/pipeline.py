@@ -19,18 +19,17 @@ from pathlib import Path
 from ..data import bundled_sample_path, load_h5, mulliken_point_charge_baseline
 from ..train.checkpoint import atomic_write_json, atomic_write_text
 from .datafiles import SUBSET_SEED, ReproduceError, prepare_qm9_files
-from .figures import learning_curves, main_figures, sign_flip_curves, size_plot, sweep_plot
+from .figures import direction_curves, learning_curves, main_figures, size_plot, sweep_plot
 from .plan import plan_runs, pool_sizes
 from .presets import STUDIES, get_preset
 from .report import ReportInputs, write_report
-from .runner import TEST_METRICS, RunEnv, run_all, run_state, warmup_supported
+from .runner import TEST_METRICS, RunEnv, run_all, run_state
 from .tables import size_data, sweep_data
 
 STATE_FILE = "reproduce.json"
-GITIGNORE = """# written by `fastdipole reproduce`: bulky files that a rerun regenerates
+GITIGNORE = """# written by `fastdipole reproduce`: the run folders and data files a rerun regenerates (commit the report)
 data/
-runs/*/checkpoint_*.pt
-runs/*/*.npz
+runs/
 """
 
 
@@ -49,7 +48,6 @@ class ReproduceOptions:
     device: str = "auto"
     threads: int | None = None
     epochs: int | None = None
-    max_minutes: float | None = None
     max_runs: int | None = None
     report_only: bool = False
     echo: bool = True
@@ -60,8 +58,6 @@ def _preset(opts: ReproduceOptions):
     changes = {}
     if opts.epochs is not None:
         changes["epochs"] = int(opts.epochs)
-    if opts.max_minutes is not None:
-        changes["max_minutes"] = float(opts.max_minutes) if opts.max_minutes > 0 else None
     return preset.replace(**changes) if changes else preset
 
 
@@ -107,11 +103,7 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
         qmugs_info = None
         if "qmugs" in studies:
             qmugs_info = _prepare_qmugs(opts.qmugs, out, preset, say)
-        has_warmup = warmup_supported()
-        if "warmup" in studies and not has_warmup:
-            notes.append("Warm-up study skipped: this trainer has no `charge_warmup_epochs` option.")
-        specs = plan_runs(preset, seeds, studies, qmugs=bool(qmugs_info and not qmugs_info.get("skipped")),
-                          warmup_supported=has_warmup)
+        specs = plan_runs(preset, seeds, studies, qmugs=bool(qmugs_info and not qmugs_info.get("skipped")))
         qm9_specs = [s for s in specs if s.dataset == "qm9"]
         files = prepare_qm9_files(source, out / "data", pool_sizes(qm9_specs) or [preset.n_train], preset.n_valid,
                                   preset.n_test, log=say)
@@ -153,7 +145,7 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
             qmugs_info["baseline"] = mulliken_point_charge_baseline(qmugs_test)
         figs = _figures(out, specs, seeds, results, preset)
         main_config = None
-        main_run = out / "runs" / f"mulliken-seed{seeds[0]}" / "config.json"
+        main_run = out / "runs" / f"recipe-seed{seeds[0]}" / "config.json"
         if main_run.exists():
             main_config = json.loads(main_run.read_text())
         environment = environment_info(results, opts.device, threads)
@@ -189,8 +181,6 @@ def command_line(opts: ReproduceOptions, preset: str, seeds, studies, jobs: int)
         parts.append(f"--qmugs {opts.qmugs}")
     if opts.epochs is not None:
         parts.append(f"--epochs {opts.epochs}")
-    if opts.max_minutes is not None:
-        parts.append(f"--max-minutes {opts.max_minutes:g}")
     return " ".join(parts)
 
 
@@ -211,13 +201,14 @@ def _prepare_qmugs(path, out: Path, preset, say) -> dict:
 def _figures(out: Path, specs, seeds, results, preset) -> dict:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figs = main_figures(out, fig_dir, specs, seeds, results)
+    figs = main_figures(out, fig_dir, seeds, results)
     done = [s for s in specs if s.name in results]
+    extra = seeds[: max(1, preset.extra_seeds)]
     for key, make in (
         ("learning_curves", lambda p: learning_curves(out, done, seeds, p)),
-        ("sign_flip", lambda p: sign_flip_curves(out, done, seeds, p)),
-        ("sweep", lambda p: sweep_plot(sweep_data(results, preset.l1_sweep, seeds[0]), p)),
-        ("size", lambda p: size_plot(size_data(results, preset.train_sizes, preset.n_train, seeds[0]), p)),
+        ("direction_curves", lambda p: direction_curves(out, done, seeds, p)),
+        ("sweep", lambda p: sweep_plot(sweep_data(results, preset.l1_sweep, extra), p)),
+        ("size", lambda p: size_plot(size_data(results, preset.train_sizes, preset.n_train, extra), p)),
     ):
         path = make(fig_dir / f"{key}.png")
         if path is not None:

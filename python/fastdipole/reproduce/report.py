@@ -1,4 +1,5 @@
-"""REPORT.md of a reproduce: verdict, Tables 1-3, figures, extra studies, QMugs-style section, exact settings.
+"""REPORT.md of a reproduce: verdict and targets, the recipe search, the paired comparison of the arms, per-seed
+rows, baselines, extra studies, the QMugs-style section, figures and the exact settings.
 
 Every number and every sentence about the outcome is generated from the runs' files.
 """
@@ -6,14 +7,15 @@ Every number and every sentence about the outcome is generated from the runs' fi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.elements import SYMBOLS
 from ..units import DEBYE_PER_E_ANGSTROM
+from . import stats
 from . import tables as T
-from .claims import claim_statement, improvement_percent, verdict
-from .plan import CONFIGS, RunSpec
-from .tracking import flip_summary, read_signflip
+from .plan import ARM_DESCRIPTIONS, MAIN_ARMS, RunSpec
 
 REPORT_FILE = "REPORT.md"
 
@@ -37,7 +39,7 @@ class ReportInputs:
     command_line: str
     notes: list[str] = field(default_factory=list)
     qmugs: dict | None = None  # files and baseline of the QMugs-style section, or {"skipped": reason}
-    main_config: dict | None = None  # config.json of one main run (exact settings)
+    main_config: dict | None = None  # config.json of one recipe run (exact settings)
 
 
 def _img(figs: dict, key: str, out_dir: Path, alt: str) -> str:
@@ -49,238 +51,163 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def budget_phrase(preset: dict) -> str:
-    parts = [f"{preset['n_train']:,} training molecules", f"nf = {preset['n_features']}",
-             f"at most {preset['epochs']} epochs"]
-    if preset.get("max_minutes"):
-        parts.append(f"{preset['max_minutes']:g} min per run")
-    return f"this budget ({', '.join(parts)})"
+def verdict_text(res: dict, seeds) -> str:
+    """The claim, measured: the recipe and the paper's exact loss against dipole-only training, paired by seed."""
+    out = []
+    for arm, what in (("recipe", "fastdipole's recipe (Mulliken charges)"), ("paper", "the paper's exact loss")):
+        p = T.paired_data(res, seeds, arm, "dipole-only")
+        if not p.seeds:
+            continue
+        lo, hi = p.interval
+        sure = hi < 0 if math.isfinite(hi) else False
+        worse = lo > 0 if math.isfinite(lo) else False
+        judgement = ("lower than dipole-only, and the bootstrap interval excludes 0" if sure else
+                     "higher than dipole-only, and the bootstrap interval excludes 0" if worse else
+                     "not distinguishable from dipole-only (the bootstrap interval includes 0)")
+        out.append(f"- **{what}**: test |mu| MAE {judgement}. Median paired difference "
+                   f"{p.median_difference:+.4f} e*A (95 % interval [{lo:+.4f}, {hi:+.4f}]), median relative change "
+                   f"{p.median_relative_change:+.1f} % (positive = better), lower in {p.n_a_lower} of {len(p.seeds)} "
+                   "seeds.")
+    agree = {arm: T.per_seed(res, seeds, arm, "direction_agreement") for arm in MAIN_ARMS}
+    flipped = {arm: sum(1 for v in a.values() if v < 0.5) for arm, a in agree.items() if a}
+    if flipped:
+        out.append("- **Sign basin** (seeds whose test dipoles mostly point against the Mulliken point dipole, "
+                   "direction agreement < 50 %): " + ", ".join(f"{arm} {n} of {len(agree[arm])}"
+                                                               for arm, n in flipped.items()) + ".")
+    paper = 100 * (T.PAPER_MAE_NONE - T.PAPER_MAE_MULLIKEN) / T.PAPER_MAE_NONE
+    out.append(f"- The paper reports {T.PAPER_MAE_NONE:.4f} -> {T.PAPER_MAE_MULLIKEN:.4f} e*A ({paper:.1f} % lower) "
+               f"and a charge MAE of {T.PAPER_CHARGE_MAE} e vs Mulliken after a much longer training on 110,000 "
+               "molecules (its unit label says Debye; its own baseline is in e*A).")
+    return "\n".join(out)
 
 
 def render(inp: ReportInputs) -> str:
     p, seeds, res, out = inp.preset, inp.seeds, inp.results, Path(inp.out_dir)
     done = [s for s in inp.specs if s.name in res]
     missing = [s.name for s in inp.specs if s.name not in res]
-    mae = T.per_seed_data(res, seeds)
-    L = []
-    L.append(f"# Auxiliary charge loss for dipole models: reproduction (preset `{p['name']}`)\n")
+    f = inp.figures
+    L = [f"# Does an auxiliary charge loss make dipole models better, and their charges physical? (preset `{p['name']}`)\n"]
     L.append("Paper's claim: supervising a small share of the loss (l1 = 0.04, l2 = 0.96) with Mulliken charges "
              "makes dipole-magnitude predictions better than training on dipoles alone, and even per-element "
-             "average charges help. Loss: `L = l1*(RMSE_q + MAE_q + mean|q_hat|) + l2*(RMSE_mu + MAE_mu)`, "
-             "dipole magnitudes in e*A.\n")
-    L.append("## Verdict\n")
-    L.append(claim_statement(mae, unit="e*A", budget=budget_phrase(p)) + "\n")
+             "average charges help. Paper's loss: `L = l1*(RMSE_q + MAE_q + mean|q_hat|) + l2*(RMSE_mu + MAE_mu)`, "
+             "dipole magnitudes in e*A. |mu| is the same for q and -q, so the charge term alone must choose the "
+             "sign of the charges.\n")
+    L.append(f"*Setup:* {p['description']}. Every run trains a fixed number of epochs (no wall-clock budget, no "
+             f"early stopping); test metrics use the best-validation checkpoint. Test set: {inp.data['n_test']:,} "
+             f"molecules shared by every run. Seeds {', '.join(map(str, seeds))}: all arms of one seed share the "
+             "train/validation split, the shuffling and the initial weights (arms that start the charge head at "
+             "per-element mean charges differ in that one layer). Data: "
+             f"`{inp.data['source']}`.\n")
     if missing:
         L.append(f"**Incomplete:** {len(missing)} of {len(inp.specs)} planned runs are not finished "
                  f"({', '.join(missing)}). Run the same command again to continue.\n")
-    L.append(f"*Setup:* {p['description']}. Test set: {inp.data['n_test']:,} molecules shared by every run; "
-             f"seeds {', '.join(map(str, seeds))} (the seed sets the train/validation split of the pool, the "
-             "initial weights and the shuffling; all configurations of one seed share the split and the initial "
-             "weights). "
-             f"Data: `{inp.data['source']}`.\n")
+    L.append("## Verdict\n")
+    L.append(verdict_text(res, seeds) + "\n")
+    L.append("### Targets of the recipe (every seed)\n")
+    L.append(T.render_targets(T.targets_data(res, seeds)) + "\n")
+    L.append("## Statistics used\n")
+    L.append(stats.__doc__.split("\n\n", 1)[1].strip() + "\n")
 
-    # ---- Tables 1-3 ----
-    L.append("## Table 1: predicted charges vs Mulliken charges (test atoms)\n")
-    L.append(T.render_table1(T.table1_data(res, seeds)) + "\n")
-    L.append("Mean ± sample standard deviation over seeds. *Change vs none*: 100 * (none - x) / none of the means, "
-             "positive = closer to Mulliken. *Sign-flipped atoms*: share of atoms whose predicted charge has the "
-             "opposite sign to its Mulliken charge. *Dipole direction flipped*: share of molecules whose predicted "
-             "dipole vector points against the Mulliken point-charge dipole (cosine < 0). The dipole-only model "
-             "sees only |mu|, so q and -q fit equally well.\n")
-    L.append("## Table 2: dipole-magnitude errors (test molecules)\n")
-    L.append(T.render_table2(T.table2_data(res, seeds)) + "\n")
-    L.append(f"1 e*A = {DEBYE_PER_E_ANGSTROM} D. Best-validation checkpoint of each run. Tail columns: 99th "
-             "percentile and maximum of |predicted - label| over the test molecules (mean over seeds). The paper's "
-             "numbers (its unit label says Debye, but they are e*A: its own baseline is in e*A) come from a much "
-             "longer training on 110,000 molecules.\n")
-    L.append("## Table 3: Mulliken point-charge baseline\n")
+    if "recipes" in inp.studies:
+        rseeds = seeds[: max(1, p["recipe_seeds"])]
+        L.append(f"## Recipe search ({p['recipe_n_train']:,} training molecules, {p['recipe_epochs']} epochs, "
+                 f"seeds {', '.join(map(str, rseeds))})\n")
+        L.append("Each candidate on Mulliken labels with l1 = 0.04, l2 = 0.96; scored on the same test set. "
+                 "*neutral*: charges projected to sum to the molecule's total charge; *means*: level-0 charge "
+                 "readout started at the training split's mean Mulliken charge per element (*means-only*: higher "
+                 "levels' readouts started at 0); *batch hinge*: `relu(0.5 - mean cos(mu, mu_Mulliken))` over the "
+                 "batch; *molecule hinge*: `mean relu(-cos)` (*-5ep*: first 5 epochs only). Direction agreement: "
+                 "share of test molecules whose predicted dipole points with the Mulliken point-charge dipole "
+                 "(cos > 0).\n")
+        L.append(T.render_recipe_search(T.recipe_search_data(res, rseeds), rseeds) + "\n")
+
+    L.append("## Arms of the main comparison\n")
+    L.append("\n".join(f"- `{arm}`: {ARM_DESCRIPTIONS[arm]}" for arm in MAIN_ARMS) + "\n")
+    L.append("## Paired differences of the test |mu| MAE\n")
+    L.append(T.render_paired(res, seeds) + "\n")
+    L.append("## Per seed (test set)\n")
+    L.append(T.render_main_per_seed(res, seeds) + "\n")
+    L.append("*direction agreement*: share of test molecules whose predicted dipole vector has cos > 0 with the "
+             "Mulliken point-charge dipole (molecules whose Mulliken dipole is below 1e-3 e*A are left out). "
+             "*centred charge MAE*: charge MAE after removing each molecule's mean charge from the predictions and "
+             "the labels (blind to a per-molecule offset). *mean abs. total charge*: mean over molecules of "
+             "|sum_i q_i| (all test molecules are neutral). Dipole-only runs are scored against Mulliken too, though "
+             "they never saw charges. 1 e*A = " f"{DEBYE_PER_E_ANGSTROM} D.\n")
+    L.append("### Charge MAE vs Mulliken per element (median over seeds)\n")
+    species = inp.data["species"]
+    L.append(T.render_by_element(res, seeds, species, {z: SYMBOLS[z] for z in species}) + "\n")
     if inp.baseline_test:
-        L.append(T.render_table3(inp.baseline_test, inp.baseline_full, "this report's test set",
-                                 "whole source file") + "\n")
+        L.append("## Mulliken point-charge baseline\n")
+        L.append(T.render_baseline(inp.baseline_test, inp.baseline_full, "this report's test set",
+                                   "whole source file") + "\n")
         L.append("mu_pc = |sum_i q_i (R_i - centroid)| with the file's Mulliken charges, compared with the label |mu|. "
                  "No training involved; the trained models should beat it.\n")
 
-    # ---- figures ----
-    f = inp.figures
     L.append("## Figures\n")
-    L.append(f"Test charges, seed {seeds[0]} (hexagon colour = count, log scale; dashed line y = x):\n")
-    L.append(_img(f, "charges_none", out, "predicted vs Mulliken charges, dipole-only training") + " "
-             + _img(f, "charges_mulliken", out, "predicted vs Mulliken charges, Mulliken-charge training") + "\n")
+    L.append(f"Test charges vs Mulliken, seed {seeds[0]} (hexagon colour = count, log scale; dashed line y = x):\n")
+    L.append(" ".join(_img(f, f"charges_{arm}", out, f"predicted vs Mulliken charges, {arm}") for arm in MAIN_ARMS)
+             + "\n")
     L.append(f"Test dipole magnitudes, seed {seeds[0]}:\n")
-    L.append(" ".join(_img(f, f"dipoles_{c}", out, f"predicted vs true |mu|, charges={c}") for c in CONFIGS) + "\n")
-    L.append("Learning curves (validation |mu| MAE per epoch, every run):\n")
-    L.append(_img(f, "learning_curves", out, "learning curves") + "\n")
+    L.append(" ".join(_img(f, f"dipoles_{arm}", out, f"predicted vs true |mu|, {arm}") for arm in MAIN_ARMS) + "\n")
+    L.append("Validation |mu| MAE and direction agreement per epoch (every main run):\n")
+    L.append(_img(f, "learning_curves", out, "learning curves") + " "
+             + _img(f, "direction_curves", out, "direction agreement per epoch") + "\n")
 
-    # ---- extra studies ----
-    L.append("## Extra studies\n")
-    first = seeds[0]
+    extra = seeds[: max(1, p["extra_seeds"])]
     if "sweep" in inp.studies:
-        rows = T.sweep_data(res, p["l1_sweep"], first)
-        L.append(f"### Charge weight l1 (seed {first}, l2 fixed at 0.96)\n")
-        L.append("l2 stays 0.96 so only the weight of the charge terms changes; l1 = 0 is then exactly the "
-                 "dipole-only loss (the `none` run). Same budget for every run.\n")
-        L.append(T.render_sweep(rows) + "\n")
-        L.append(sweep_sentence(rows) + "\n")
+        L.append(f"## Charge weight l1 of the recipe (l2 fixed at 0.96; seeds {', '.join(map(str, extra))})\n")
+        L.append("l1 = 0 is the dipole-only run, l1 = 0.04 the recipe run; every run has the same fixed number of "
+                 "epochs.\n")
+        L.append(T.render_sweep(T.sweep_data(res, p["l1_sweep"], extra)) + "\n")
         L.append(_img(f, "sweep", out, "test MAE vs l1") + "\n")
     if "size" in inp.studies:
-        rows = T.size_data(res, p["train_sizes"], p["n_train"], first)
-        L.append(f"### Training-set size (seed {first})\n")
-        L.append(f"Nested training pools, the same {inp.data['n_valid']:,} validation-pool size and test set. "
-                 "The epoch cap scales with 1 / size so every run takes about the same number of optimizer steps; "
-                 "the time budget per run is the same.\n")
-        L.append(T.render_size(rows) + "\n")
-        L.append(size_sentence(rows) + "\n")
+        L.append(f"## Training-set size (seeds {', '.join(map(str, extra))})\n")
+        L.append(f"Nested training pools, the same validation-pool size and test set, {p['epochs']} epochs each "
+                 "(smaller pools: fewer optimizer steps).\n")
+        L.append(T.render_size(T.size_data(res, p["train_sizes"], p["n_train"], extra)) + "\n")
         L.append(_img(f, "size", out, "test MAE vs training-set size") + "\n")
-    L.append(f"### Sign flips over training (seed {first})\n")
-    L.append(signflip_section(inp) + "\n")
-    L.append(_img(f, "sign_flip", out, "sign-flipped validation atoms per epoch") + "\n")
-    L.append("### Per seed\n")
-    L.append(T.render_per_seed(res, seeds) + "\n")
-
-    # ---- QMugs-style ----
-    L.append("## QMugs-style section (GFN2-xTB labels, not QMugs DFT)\n")
-    L.append(qmugs_section(inp) + "\n")
-
-    # ---- settings ----
+    if "qmugs" in inp.studies:
+        L.append("## QMugs-style section (GFN2-xTB labels, not QMugs DFT)\n")
+        L.append(qmugs_section(inp) + "\n")
+    if inp.notes:
+        L.append("## Notes\n")
+        L.append("\n".join(f"- {n}" for n in inp.notes) + "\n")
+    L.append("## Every run\n")
+    L.append(T.render_runs(res, inp.specs) + "\n")
     L.append("## Exact settings\n")
     L.append(settings_section(inp, done) + "\n")
-    L.append("### All runs\n")
-    L.append(T.render_runs(res, inp.specs) + "\n")
-    L.append("### Files\n")
+    L.append("## Files\n")
     L.append(files_section(inp) + "\n")
-    if inp.notes:
-        L.append("### Notes\n")
-        L.extend(f"- {n}" for n in inp.notes)
-        L.append("")
-    return "\n".join(L).rstrip() + "\n"
-
-
-# ---- generated sentences -----------------------------------------------------------------------------
-
-
-def sweep_sentence(rows: list[dict]) -> str:
-    pts = [(r["l1"], r["metrics"]["dipole_mae_e_angstrom"]) for r in rows if r["metrics"]]
-    if len(pts) < 2:
-        return "Not enough finished runs for a conclusion."
-    best_l1, best = min(pts, key=lambda t: t[1])
-    base = dict(pts).get(0.0)
-    paper = dict(pts).get(0.04)
-    text = f"Lowest test MAE at l1 = {best_l1:g} ({best:.4f} e*A)"
-    if base is not None:
-        better = [l1 for l1, v in pts if l1 > 0 and v < base]
-        text += (f"; {len(better)} of {len([1 for l1, _ in pts if l1 > 0])} non-zero weights beat dipole-only "
-                 f"training ({base:.4f} e*A)")
-    if paper is not None and best_l1 != 0.04:
-        text += f"; the paper's l1 = 0.04 gave {paper:.4f} e*A ({100 * (paper - best) / best:.1f} % above the best)"
-    return text + (". One seed only: differences of a few percent are within seed-to-seed noise "
-                   "(see the per-seed table).")
-
-
-def size_sentence(rows: list[dict]) -> str:
-    parts = []
-    for r in rows:
-        m = r["metrics"]
-        if m["none"] and m["mulliken"]:
-            pct = improvement_percent(m["none"]["dipole_mae_e_angstrom"], m["mulliken"]["dipole_mae_e_angstrom"])
-            parts.append(f"{r['n_train']:,}: {'lower' if pct > 0 else 'higher'} by {abs(pct):.1f} %")
-    if not parts:
-        return "Not enough finished runs for a conclusion."
-    return "Mulliken-charge MAE relative to dipole-only, by training-set size: " + "; ".join(parts) + "."
-
-
-def signflip_section(inp: ReportInputs) -> str:
-    out, res, first = Path(inp.out_dir), inp.results, inp.seeds[0]
-    lines = ["Share of the first validation molecules' atoms whose predicted charge has the opposite sign to "
-             "Mulliken, after each epoch (`signflip.csv` in each run folder).", ""]
-    table = []
-    warm = [s for s in inp.specs if s.warmup_epochs and s.seed == first]
-    names = [f"{c}-seed{first}" for c in CONFIGS] + [s.name for s in warm]
-    summaries = {}
-    for name in names:
-        rows = read_signflip(out / "runs" / name)
-        if not rows or name not in res:
-            continue
-        s = flip_summary(rows)
-        summaries[name] = s
-        table.append([name, f"{100 * s['first']:.1f}", f"{100 * s['max']:.1f} (epoch {s['max_epoch']})",
-                      f"{100 * s['last']:.1f}", str(s["settled_epoch"]), f"{100 * res[name]['sign_flip_fraction']:.1f}",
-                      T.fmt(res[name]["dipole_mae_e_angstrom"])])
-    if not table:
-        return "No per-epoch sign-flip data yet."
-    lines.append(T.markdown_table(["run", "epoch 1 (%)", "max (%)", "last epoch (%)", "sign pattern settled at epoch",
-                                   "test, best checkpoint (%)", "test MAE (e*A)"], table))
-    lines.append("")
-    none = summaries.get(f"none-seed{first}")
-    if none:
-        early = none["settled_epoch"] <= max(2, none["last_epoch"] // 5)
-        lines.append(
-            f"Dipole-only run: {100 * none['first']:.1f} % of atoms flipped after epoch 1 and "
-            f"{100 * none['last']:.1f} % "
-            f"after the last epoch; it stayed on the same side of 50 % from epoch {none['settled_epoch']} of "
-            f"{none['last_epoch']} on, so the sign pattern was {'fixed early' if early else 'not fixed early'} "
-            f"({'mostly flipped' if none['last'] > 0.5 else 'mostly Mulliken-like'} signs).")
-    mull = summaries.get(f"mulliken-seed{first}")
-    if mull:
-        lines.append(f"Mulliken-charge run: {100 * mull['first']:.1f} % flipped after epoch 1, at most "
-                     f"{100 * mull['max']:.1f} % (epoch {mull['max_epoch']}), {100 * mull['last']:.1f} % at the end.")
-    for spec in warm:
-        w = summaries.get(spec.name)
-        if not (w and mull):
-            continue
-        m_w, m_m = res[spec.name]["dipole_mae_e_angstrom"], res[f"mulliken-seed{first}"]["dipole_mae_e_angstrom"]
-        rows = read_signflip(out / "runs" / spec.name)
-        at_end = next((r["sign_flip_fraction"] for r in rows if r["epoch"] == spec.warmup_epochs), None)
-        after = [r for r in rows if r["epoch"] > spec.warmup_epochs]
-        worst = max(after, key=lambda r: r["sign_flip_fraction"]) if after else None
-        lines.append(
-            f"Charge-only warm-up ({spec.warmup_epochs} epoch{'s' if spec.warmup_epochs != 1 else ''} with l2 = 0, "
-            "then the paper's loss): "
-            + (f"{100 * at_end:.1f} % flipped atoms at the end of the warm-up; " if at_end is not None else "")
-            + (f"once the dipole term was on, up to {100 * worst['sign_flip_fraction']:.1f} % "
-               f"(epoch {worst['epoch']}); " if worst else "")
-            + f"at most {100 * w['max']:.1f} % over the run (without warm-up {100 * mull['max']:.1f} %), "
-            f"{100 * w['last']:.1f} % at the end (without {100 * mull['last']:.1f} %); test MAE {m_w:.4f} vs "
-            f"{m_m:.4f} e*A ({improvement_percent(m_m, m_w):+.1f} %, positive = warm-up better).")
-    if not warm and "warmup" in inp.studies:
-        lines.append("The warm-up study did not run (see notes).")
-    return "\n".join(lines)
+    return "\n".join(L)
 
 
 def qmugs_section(inp: ReportInputs) -> str:
     q = inp.qmugs
-    if q is None or q.get("skipped"):
-        reason = (q or {}).get("skipped", "no `--qmugs PATH` given")
-        return f"Skipped: {reason}."
+    if not q or q.get("skipped"):
+        return f"Skipped: {q.get('skipped') if q else 'no QMugs data'}."
     res = inp.results
     rows = []
-    per_seed = {}
     for s in inp.seeds:
-        v = {c: res[f"qmugs-{c}-seed{s}"]["dipole_mae_e_angstrom"] for c in ("none", "mulliken")
-             if f"qmugs-{c}-seed{s}" in res}
+        v = {arm: res[f"qmugs-{arm}-seed{s}"]["dipole_mae_e_angstrom"] for arm in ("dipole-only", "recipe")
+             if f"qmugs-{arm}-seed{s}" in res}
         if v:
-            per_seed[s] = v
-            rows.append([str(s), T.fmt(v.get("none", T.NAN)), T.fmt(v.get("mulliken", T.NAN)),
-                         T.fmt_pct(improvement_percent(v.get("none", T.NAN), v.get("mulliken", T.NAN)))])
+            base, rec = v.get("dipole-only", T.NAN), v.get("recipe", T.NAN)
+            rows.append([str(s), T.fmt(base), T.fmt(rec), T.fmt_pct(100 * (base - rec) / base if base else T.NAN)])
     text = [
         f"Source: `{q['source']}`, converted with `fastdipole data qmugs --level gfn2`. These are "
         "**GFN2-xTB** Mulliken charges and dipoles (the test fixture made with RDKit + tblite), **not QMugs' DFT "
         "labels**; geometries are MMFF-optimised, not QMugs'. "
         f"{q['n_molecules']} molecules; test set: {q['n_test']} conformers of {q['n_test_molecules']} whole molecules; "
         f"pool: {q['n_train'] + q['n_valid']} conformers, about {q['n_train']} for training and {q['n_valid']} for "
-        "validation (the trainer splits them by whole molecule, so the counts move by up to one molecule's "
-        "conformers). Same model as the QM9 runs, "
-        f"up to {inp.preset['qmugs_epochs']} epochs"
-        + (f" / {inp.preset['qmugs_max_minutes']:g} min" if inp.preset.get("qmugs_max_minutes") else "") + ".",
+        "validation (split by whole molecule). Same model as the QM9 runs, "
+        f"{inp.preset['qmugs_epochs']} epochs.",
         "",
     ]
     if rows:
-        text.append(T.markdown_table(["seed", "none MAE (e*A)", "mulliken MAE (e*A)", "mulliken vs none"], rows))
-        text.append("")
-        v = verdict(per_seed)
-        if v["held"] is not None:
-            text.append(f"Mulliken (GFN2) charges gave a lower test MAE for {v['n_better']} of {v['n_seeds']} seed(s) "
-                        f"(mean change {v['mean_improvement']:+.1f} %, positive = better). With this few molecules "
-                        "the numbers test the pipeline; they are not evidence for or against the claim.")
+        text.append(T.markdown_table(["seed", "dipole-only MAE (e*A)", "recipe MAE (e*A)",
+                                      "relative change (positive = recipe better)"], rows))
+        text.append("\nWith this few molecules the numbers test the pipeline; they are not evidence for or against "
+                    "the claim.")
     b = q.get("baseline")
     if b:
         text.append(f"\nGFN2 Mulliken point-charge baseline on the test conformers: MAE {b['mae_e_angstrom']:.4f} e*A "
@@ -302,15 +229,15 @@ def settings_section(inp: ReportInputs, done: list[RunSpec]) -> str:
         "a pool into training and validation molecules with the run's seed. Files: `data/` (see "
         "`data/manifest.json`, `data/source_indices.npz`).",
         f"- Split sizes (train / valid / test): {p['n_train']:,} / {inp.data['n_valid']:,} / {inp.data['n_test']:,} "
-        f"for the main runs; size study: {', '.join(f'{n:,}' for n in p['train_sizes'])} training molecules.",
+        f"for the main runs; recipe search: {p['recipe_n_train']:,} training molecules; size study: "
+        f"{', '.join(f'{n:,}' for n in p['train_sizes'])}.",
         f"- Seeds: {', '.join(map(str, inp.seeds))}. Studies: {', '.join(inp.studies)}.",
         f"- Model: HIP-NN, nf = {p['n_features']}, {p['n_interactions']} interaction layers x {p['n_atom_layers']} "
         f"atom layers, {p['n_sensitivities']} sensitivities; species {inp.data['species']}.",
         f"- Optimisation: Adam lr {p['lr']:g}, batch {p['batch_size']}, ReduceLROnPlateau (x0.5 after "
-        f"{p['plateau_patience']} epochs), early stopping after {p['patience']} epochs without a better validation "
-        f"MAE, at most {p['epochs']} epochs"
-        + (f" and {p['max_minutes']:g} min of training per run" if p.get("max_minutes") else "")
-        + "; test metrics use the best-validation checkpoint.",
+        f"{p['plateau_patience']} epochs without a better validation |mu| MAE), exactly {p['epochs']} epochs per "
+        f"main / sweep / size run and {p['recipe_epochs']} per recipe-search run (no early stopping); test metrics "
+        "use the best-validation checkpoint.",
         f"- Wall time: {_minutes(total)} over {len(inp.invocations)} invocation(s) of `fastdipole reproduce` "
         f"(training {_minutes(train_total)} summed over {len(done)} finished runs, up to "
         f"{max((i.get('jobs', 1) for i in inp.invocations), default=1)} in parallel).",
@@ -321,18 +248,18 @@ def settings_section(inp: ReportInputs, done: list[RunSpec]) -> str:
     ]
     if inp.main_config:
         cfg = {k: v for k, v in inp.main_config.items() if k != "run"}
-        lines += ["", "TrainConfig of the main Mulliken run (`config.json`; other runs differ only in `charges`, "
-                  "`l1`, `seed`, `data`, `epochs` and `charge_warmup_epochs`, as their names say):", "", "```"]
+        lines += ["", "TrainConfig of the recipe run of the first seed (`config.json`; other runs differ in the "
+                  "settings of their arm, `l1`, `seed`, `data` and `epochs`, as their names say):", "", "```"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
         lines.append("```")
     return "\n".join(lines)
 
 
 def files_section(inp: ReportInputs) -> str:
-    example = next((s.name for s in inp.specs if s.name in inp.results and s.dataset == "qm9"), "mulliken-seed0")
+    example = next((s.name for s in inp.specs if s.name in inp.results and s.dataset == "qm9"), "recipe-seed0")
     return "\n".join([
-        "- `runs/<run>/`: a `fastdipole train` run folder (`config.json`, `split.npz`, `metrics.csv`, checkpoints, "
-        "`summary.json`) plus `signflip.csv` (per-epoch sign flips), `test_metrics.json` and "
+        "- `runs/<run>/`: a `fastdipole train` run folder (`config.json`, `split.npz`, `metrics.csv` with the "
+        "per-epoch validation direction agreement, checkpoints, `summary.json`) plus `test_metrics.json` and "
         "`test_predictions.npz` (test-set predictions behind the tables and figures).",
         "- `logs/<run>.log`: the trainer's output of each run; `reproduce.json`: preset and invocations.",
         "- `data/`: `test.h5` and `pool_n<N>.h5` cut from the source file (`manifest.json`, `source_indices.npz`).",

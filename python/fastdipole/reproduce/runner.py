@@ -4,8 +4,7 @@ State of a run folder ``<out>/runs/<name>``:
 
 - ``test_metrics.json`` present: finished (skipped on reruns);
 - ``summary.json`` present (training ended) but no test metrics: only the test evaluation is redone;
-- ``checkpoint_last.pt`` present: interrupted; resumed with the trainer's exact resume, with what is
-  left of the run's time budget;
+- ``checkpoint_last.pt`` present: interrupted; resumed with the trainer's exact resume;
 - otherwise: trained from scratch (a folder left without a checkpoint is cleared first).
 
 Several runs can train at once in separate processes (``jobs``), each with its own threads.
@@ -26,21 +25,15 @@ import numpy as np
 from ..errors import FastDipoleError
 from ..train import TrainConfig, load_model, read_config, read_history, train
 from ..train.checkpoint import atomic_write_json
-from .extra_metrics import dipole_direction_flip_fraction, error_tail, sign_flip_by_element, sign_flip_fraction
+from ..evaluation.metrics import error_tail
 from .plan import RunSpec
-from .tracking import SignFlipTracker
 
 TEST_METRICS = "test_metrics.json"
 TEST_PREDICTIONS = "test_predictions.npz"
 LOG_DIR = "logs"  # <out>/logs/<run>.log: the trainer refuses a non-empty new run folder, so logs live outside
 # Files the trainer and this runner write into a run folder (the only ones a restart may delete).
 _RUN_FILES = ("config.json", "split.npz", "charge_means.json", "metrics.csv", "checkpoint_last.pt",
-              "checkpoint_best.pt", "summary.json", "signflip.csv", TEST_METRICS, TEST_PREDICTIONS)
-
-
-def warmup_supported() -> bool:
-    """Whether this trainer has the charge-only warm-up option (``TrainConfig.charge_warmup_epochs``)."""
-    return "charge_warmup_epochs" in {f.name for f in dataclasses.fields(TrainConfig)}
+              "checkpoint_best.pt", "summary.json", TEST_METRICS, TEST_PREDICTIONS)
 
 
 @dataclass
@@ -68,14 +61,14 @@ class RunEnv:
 
 
 def train_config(spec: RunSpec, env: RunEnv) -> TrainConfig:
-    """The :class:`TrainConfig` of a run: the preset's model and budget, the spec's charges / loss / seed."""
+    """The :class:`TrainConfig` of a run: the preset's model, the spec's arm settings, l1 / l2, seed and fixed
+    epoch count (early stopping and the lr floor off, so every run trains exactly ``spec.epochs`` epochs)."""
     p = SimpleNamespace(**env.preset)
     key = env.pool_key(spec)
     n_train, n_valid = env.n_train[key], env.n_valid[key]
     n_pool = n_train + n_valid  # the pool file holds exactly these; the trainer's test split is empty
     values = dict(
         data=env.pools[key],
-        charges=spec.charges,
         charge_array="q_mulliken",
         split="random",
         train_fraction=n_train / n_pool,
@@ -90,21 +83,16 @@ def train_config(spec: RunSpec, env: RunEnv) -> TrainConfig:
         epochs=spec.epochs,
         batch_size=p.batch_size,
         lr=p.lr,
-        l1=spec.l1,
-        l2=spec.l2,
         plateau_patience=p.plateau_patience,
-        patience=p.patience,
+        patience=spec.epochs + 1,
+        min_lr=0.0,
         eval_batch_size=p.eval_batch_size,
         device=env.device,
         threads=env.threads,
         kernels=env.kernels,
-        max_minutes=p.qmugs_max_minutes if spec.dataset == "qmugs" else p.max_minutes,
-        extra={"reproduce": {"run": spec.name, "studies": list(spec.studies), "preset": p.name}},
+        extra={"reproduce": {"run": spec.name, "arm": spec.arm, "studies": list(spec.studies), "preset": p.name}},
+        **spec.config_settings(),
     )
-    if spec.warmup_epochs:
-        if not warmup_supported():
-            raise FastDipoleError(f"run {spec.name}: this trainer has no charge-only warm-up (charge_warmup_epochs)")
-        values["charge_warmup_epochs"] = spec.warmup_epochs
     return TrainConfig(**values)
 
 
@@ -130,7 +118,7 @@ def check_run_settings(run_dir, config: TrainConfig) -> None:
     saved, _ = read_config(run_dir)
     diffs = []
     for name, value in config.to_dict().items():
-        if name in RESUMABLE_FIELDS or name in ("data", "max_minutes"):
+        if name in RESUMABLE_FIELDS or name == "data":
             continue
         if getattr(saved, name) != value:
             diffs.append(f"{name}={getattr(saved, name)!r} (planned {value!r})")
@@ -178,24 +166,9 @@ def execute_run(spec_dict: dict, env_dict: dict) -> dict:
         if state in ("new", "partial"):
             dataset = load_h5(config.data, charges="q_mulliken", check=False)
             resume = state == "partial"
-            if resume and config.max_minutes is not None:
-                # The trainer's budget counts this session only; give a resumed run what is left of its own.
-                done = read_history(run_dir)
-                spent = done[-1]["elapsed_seconds"] / 60.0 if done else 0.0
-                config = config.replace(max_minutes=max(config.max_minutes - spent, 1e-6))
-            p = env.preset
-            kernels = None if config.kernels == "auto" else config.kernels
-            from ..nn import DipoleModel
-
-            tracker = SignFlipTracker(
-                run_dir, dataset, p["signflip_molecules"],
-                lambda: DipoleModel.from_config(kernels=kernels, **config.model_kwargs()),
-                device=_device(config.device), batch_size=config.eval_batch_size,
-            )
-            log(f"{'resuming' if resume else 'starting'} {spec.name}: charges={spec.charges}, l1={spec.l1:g}, "
-                f"l2={spec.l2:g}, seed={spec.seed}, up to {config.epochs} epochs"
-                + (f" / {config.max_minutes:.2f} min" if config.max_minutes else ""))
-            train(config, resume=resume, dataset=dataset, progress=False, on_epoch=tracker, log=log)
+            log(f"{'resuming' if resume else 'starting'} {spec.name}: {spec.arm} {dict(spec.settings)}, "
+                f"l1={spec.l1:g}, l2={spec.l2:g}, seed={spec.seed}, {config.epochs} epochs")
+            train(config, resume=resume, dataset=dataset, progress=False, log=log)
         metrics = score_on_test(run_dir, env, spec, log)
     finally:
         log_file.close()
@@ -233,9 +206,6 @@ def score_on_test(run_dir: Path, env: RunEnv, spec: RunSpec, log=print) -> dict:
         "test_file": str(test_path),
         **result.metrics,
         **error_tail(pred.mu_pred_debye, pred.mu_label_debye),
-        "sign_flip_fraction": sign_flip_fraction(pred.charges_pred, pred.charges_label),
-        "sign_flip_fraction_by_element": sign_flip_by_element(pred.charges_pred, pred.charges_label, test.Z),
-        "dipole_direction_flip_fraction": dipole_direction_flip_fraction(test, pred.charges_pred),
         "checkpoint": "best",
         "best_epoch": int(best["epoch"]),
         "epochs_completed": summary["epochs_completed"],
@@ -254,12 +224,16 @@ def score_on_test(run_dir: Path, env: RunEnv, spec: RunSpec, log=print) -> dict:
         charges_pred_e=pred.charges_pred.astype(np.float32),
         charges_label_e=pred.charges_label.astype(np.float32),
         atom_offsets=pred.atom_offsets,
+        Z=pred.Z.astype(np.int8),
+        dipole_pred_e_angstrom=pred.dipole_pred_e_angstrom.astype(np.float32),
+        dipole_label_charges_e_angstrom=pred.dipole_label_charges_e_angstrom.astype(np.float32),
     )
     os.replace(run_dir / (TEST_PREDICTIONS + ".tmp.npz"), run_dir / TEST_PREDICTIONS)
     atomic_write_json(metrics, run_dir / TEST_METRICS)
     log(f"test ({metrics['n_molecules']} molecules): |mu| MAE {metrics['dipole_mae_debye']:.4f} D "
         f"({metrics['dipole_mae_e_angstrom']:.4f} e*A), charge MAE vs Mulliken {metrics['charge_mae_e']:.4f} e, "
-        f"sign-flipped atoms {100 * metrics['sign_flip_fraction']:.1f} %")
+        f"direction agreement {100 * metrics['direction_agreement']:.1f} %, "
+        f"mean |total charge| {metrics['total_charge_mean_abs_e']:.2e} e")
     return metrics
 
 

@@ -13,6 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHARGE_MODES = ("none", "mulliken", "average")
+#: ``fastdipole``: the recipe below (defaults of the charge_* and direction_* fields); ``paper``: the paper's
+#: model and loss exactly (unconstrained charge head, hippynn's initialisation, no direction term).
+LOSSES = ("fastdipole", "paper")
+#: How the charge head starts: ``element_means``: level-0 readout = the training split's mean label charge
+#: per element (charge modes with labels only); ``element_means_only``: the same, with the readouts of the
+#: higher levels zero, so the first charges are exactly the per-element means; ``random``: hippynn's.
+CHARGE_INITS = ("element_means", "element_means_only", "random")
+#: The paper's settings that ``loss="paper"`` enforces.
+PAPER_SETTINGS = {"charge_constraint": "none", "charge_init": "random", "direction_weight": 0.0}
+#: Values of fields that config.json files written before the field existed were trained with.
+LEGACY_SETTINGS = {"loss": "paper", **PAPER_SETTINGS}
 DEVICES = ("cpu", "cuda", "auto")
 KERNEL_CHOICES = ("auto", "kernels", "reference")
 
@@ -48,6 +59,8 @@ class TrainConfig:
     dist_soft_max: float = 5.0
     dist_hard_max: float = 6.5
     dipole_origin: str = "centroid"
+    charge_constraint: str = "uniform"  # uniform (charges sum to the total charge) | none (the paper's head)
+    charge_init: str = "element_means"  # see CHARGE_INITS
     # optimisation
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = 128
@@ -55,6 +68,10 @@ class TrainConfig:
     l1: float = 0.04
     l2: float = 0.96
     charge_warmup_epochs: int = 0  # first epochs train the charge terms only (l2 = 0); needs charge labels
+    loss: str = "fastdipole"  # fastdipole | paper (forces PAPER_SETTINGS)
+    direction_weight: float = 1.0  # weight of the direction term (train.loss); needs charge labels to act
+    direction_epochs: int = 0  # the direction term acts in the first this-many epochs (0: in every epoch)
+    direction_form: str = "batch"  # batch | molecule (see train.loss)
     plateau_patience: int = 5  # epochs without a better valid dipole MAE before lr *= plateau_factor
     plateau_factor: float = 0.5
     patience: int = 15  # early stopping: epochs without a better valid dipole MAE
@@ -71,6 +88,22 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. from `reproduce`)
 
     def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.loss == "paper":
+            for name, value in PAPER_SETTINGS.items():
+                setattr(self, name, value)
+        from ..nn.dipole import CHARGE_CONSTRAINTS
+        from .loss import DIRECTION_FORMS
+
+        if self.charge_constraint not in CHARGE_CONSTRAINTS:
+            raise ValueError(f"charge_constraint must be one of {CHARGE_CONSTRAINTS}, got {self.charge_constraint!r}")
+        if self.charge_init not in CHARGE_INITS:
+            raise ValueError(f"charge_init must be one of {CHARGE_INITS}, got {self.charge_init!r}")
+        if self.direction_form not in DIRECTION_FORMS:
+            raise ValueError(f"direction_form must be one of {DIRECTION_FORMS}, got {self.direction_form!r}")
+        if self.direction_weight < 0 or self.direction_epochs < 0:
+            raise ValueError("need direction_weight >= 0 and direction_epochs >= 0")
         if self.charges not in CHARGE_MODES:
             raise ValueError(f"charges must be one of {CHARGE_MODES}, got {self.charges!r}")
         if self.device not in DEVICES:
@@ -122,7 +155,19 @@ class TrainConfig:
             n_interaction_layers=self.n_interactions,
             n_atom_layers=self.n_atom_layers,
             dipole_origin=self.dipole_origin,
+            charge_constraint=self.charge_constraint,
         )
+
+    def direction_weight_at(self, epoch: int) -> float:
+        """Weight of the direction term in ``epoch`` (1-based): 0 without charge labels or past
+        ``direction_epochs``."""
+        if self.charges == "none" or (self.direction_epochs and epoch > self.direction_epochs):
+            return 0.0
+        return float(self.direction_weight)
+
+    def uses_element_mean_init(self) -> bool:
+        """Whether the charge head starts from the training split's per-element mean charges."""
+        return self.charges != "none" and self.charge_init != "random"
 
     def resolved_threads(self) -> int:
         """Threads for torch: as configured, else 1 on <= 2 cores (shared small boxes) or all cores."""

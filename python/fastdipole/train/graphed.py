@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .. import ops
 from ..units import DEBYE_PER_E_ANGSTROM
+from ..nn.dipole import centroid_point_dipole
 from .loss import LossTerms, weighted_paper_loss
 
 
@@ -56,6 +57,7 @@ class _AtomBuffers(NamedTuple):
     offsets: Tensor  # (M_pad + 1,) int64
     mu: Tensor  # (M_pad,) |mu| labels, e*Angstrom
     charges: Tensor  # (N_pad,) charge labels, e
+    total: Tensor  # (M_pad,) total charge of each molecule, e (0 on padding)
     atom_w: Tensor  # (N_pad,) 1 / n_atoms on real atoms, 0 on padding
     mol_w: Tensor  # (M_pad,) 1 / n_molecules on real molecules, 0 on padding
 
@@ -86,8 +88,9 @@ class GraphedTrainStep:
     """
 
     def __init__(self, model, charge_mode: str, steps: PadSteps = PadSteps(), min_pad_atoms: int = 64,
-                 max_graphs: int = 8, capture: bool | None = None):
+                 max_graphs: int = 8, capture: bool | None = None, direction_form: str = "batch"):
         self.model = model
+        self.direction_form = direction_form
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = self.params[0].device
         self.dtype = self.params[0].dtype
@@ -107,7 +110,7 @@ class GraphedTrainStep:
         self.capture_error: str | None = None  # why capturing was given up, if it was
 
     # ---- per step ---------------------------------------------------------------------------------
-    def __call__(self, batch, l1: float, l2: float) -> LossTerms:
+    def __call__(self, batch, l1: float, l2: float, direction_weight: float = 0.0) -> LossTerms:
         n_atoms, n_mol = int(batch.Z.shape[0]), batch.n_molecules
         n_pad_atoms = round_up(n_atoms + self.min_pad_atoms, self.steps.atoms)
         n_pad_mol = round_up(n_mol + 1, self.steps.molecules)
@@ -122,10 +125,11 @@ class GraphedTrainStep:
         pairs = self._pair_buffers(n_pad_atoms, n_pad_pairs)
         self._fill_pairs(pairs, found, n_atoms, n_pad_atoms, n_pairs, n_pad_pairs)
 
-        key = (n_pad_atoms, n_pad_pairs, n_pad_mol, float(l1), float(l2))
+        weights = (float(l1), float(l2), float(direction_weight))
+        key = (n_pad_atoms, n_pad_pairs, n_pad_mol, *weights)
         entry = self._graphs.get(key)
         if entry is None:
-            entry = self._record(atoms, pairs, float(l1), float(l2))
+            entry = self._record(atoms, pairs, weights)
             if entry.graph is not None:
                 self._graphs[key] = entry
                 while len(self._graphs) > self.max_graphs:
@@ -135,7 +139,7 @@ class GraphedTrainStep:
             entry.graph.replay()
             if entry.checks_left > 0:  # the first replay on new data: does the graph still agree with eager?
                 entry.checks_left -= 1
-                eager = _Graph(None, *self._loss_and_grads(atoms, pairs, float(l1), float(l2)))
+                eager = _Graph(None, *self._loss_and_grads(atoms, pairs, weights))
                 if not _same_step(entry, eager):
                     self._give_up("a replay disagreed with the eager step on the same batch")
                     entry = eager
@@ -161,6 +165,7 @@ class GraphedTrainStep:
                 offsets=torch.zeros(n_pad_mol + 1, dtype=torch.long, device=dev),
                 mu=torch.zeros(n_pad_mol, dtype=dt, device=dev),
                 charges=torch.zeros(n_pad_atoms, dtype=dt, device=dev),
+                total=torch.zeros(n_pad_mol, dtype=dt, device=dev),
                 atom_w=torch.zeros(n_pad_atoms, dtype=dt, device=dev),
                 mol_w=torch.zeros(n_pad_mol, dtype=dt, device=dev),
             )
@@ -195,11 +200,14 @@ class GraphedTrainStep:
             if batch.charges is None:
                 raise ValueError("this step was built for a charge loss, but the batch has no charge labels")
             charges[:n_atoms] = batch.charges.cpu().to(dt)
+        total = torch.zeros(n_pad_mol, dtype=dt)
+        if batch.total_charge is not None:
+            total[:n_mol] = batch.total_charge.cpu().to(dt)
         atom_w = torch.zeros(n_pad_atoms, dtype=dt)
         atom_w[:n_atoms] = 1.0 / max(n_atoms, 1)
         mol_w = torch.zeros(n_pad_mol, dtype=dt)
         mol_w[:n_mol] = 1.0 / max(n_mol, 1)
-        for dst, src in zip(buf, (Z, R, offsets, mu, charges, atom_w, mol_w)):
+        for dst, src in zip(buf, (Z, R, offsets, mu, charges, total, atom_w, mol_w)):
             dst.copy_(src)
 
     def _fill_pairs(self, buf: _PairBuffers, found, n_atoms: int, n_pad_atoms: int, n_pairs: int,
@@ -225,10 +233,16 @@ class GraphedTrainStep:
         buf.row_offsets[n_atoms + 1 :].copy_(rows)
 
     # ---- graphs -----------------------------------------------------------------------------------
-    def _loss_and_grads(self, atoms: _AtomBuffers, pairs: _PairBuffers, l1: float, l2: float):
-        out = self.model.forward_from_pairs(atoms.Z, atoms.R, atoms.offsets, ops.Pairs(*pairs))
+    def _loss_and_grads(self, atoms: _AtomBuffers, pairs: _PairBuffers, weights: tuple[float, float, float]):
+        l1, l2, direction_weight = weights
+        out = self.model.forward_from_pairs(atoms.Z, atoms.R, atoms.offsets, ops.Pairs(*pairs), atoms.total)
+        label_dipole = None
+        if direction_weight > 0 and self.use_charges:
+            label_dipole = centroid_point_dipole(atoms.charges, atoms.R, atoms.offsets)
         terms = weighted_paper_loss(out.charges, atoms.charges if self.use_charges else None, out.magnitude,
-                                    atoms.mu, atoms.atom_w, atoms.mol_w, l1, l2)
+                                    atoms.mu, atoms.atom_w, atoms.mol_w, l1, l2, pred_dipole=out.dipole,
+                                    label_dipole=label_dipole, direction_weight=direction_weight,
+                                    direction_form=self.direction_form)
         grads = torch.autograd.grad(terms.total, self.params, allow_unused=True)
         # autograd.grad returns gradients in whatever layout backward made (int_weights' comes transposed);
         # .backward() would have copied them into the parameter's layout, and fused Adam on CUDA needs that.
@@ -236,21 +250,21 @@ class GraphedTrainStep:
                       for p, g in zip(self.params, grads))
         return LossTerms(*(t.detach() if t is not None else None for t in terms)), grads
 
-    def _record(self, atoms: _AtomBuffers, pairs: _PairBuffers, l1: float, l2: float) -> _Graph:
+    def _record(self, atoms: _AtomBuffers, pairs: _PairBuffers, weights: tuple[float, float, float]) -> _Graph:
         """Captures the step for this bucket (after warm-up runs on a side stream, as CUDA graphs need), or
         just runs it when not capturing. The inputs are already in the buffers: the result is this step's."""
         if not self.capture:
-            return _Graph(None, *self._loss_and_grads(atoms, pairs, l1, l2))
+            return _Graph(None, *self._loss_and_grads(atoms, pairs, weights))
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                eager = _Graph(None, *self._loss_and_grads(atoms, pairs, l1, l2))
+                eager = _Graph(None, *self._loss_and_grads(atoms, pairs, weights))
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                terms, grads = self._loss_and_grads(atoms, pairs, l1, l2)
+                terms, grads = self._loss_and_grads(atoms, pairs, weights)
         except RuntimeError as err:  # e.g. an op that synchronises with the host: train on, without graphs
             torch.cuda.synchronize(self.device)
             self._give_up(f"CUDA graph capture failed ({str(err).splitlines()[0]})")

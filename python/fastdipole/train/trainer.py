@@ -37,7 +37,7 @@ from ..evaluation.evaluate import evaluate, resolve_device
 from ..nn import DipoleModel
 from ..units import DEBYE_PER_E_ANGSTROM
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, set_rng_state
-from .config import TrainConfig
+from .config import LEGACY_SETTINGS, TrainConfig
 from .history import read_history, write_history
 from .loss import batch_loss
 from .graphed import GraphedTrainStep
@@ -79,7 +79,8 @@ def read_config(run_dir) -> tuple[TrainConfig, dict]:
     if not path.exists():
         raise RunFolderError(f"{run_dir}: no {CONFIG_FILE} (not a fastdipole run folder)")
     raw = json.loads(path.read_text())
-    return TrainConfig.from_dict(raw), raw
+    # A field missing from an older config.json takes the value that run was trained with, not today's default.
+    return TrainConfig.from_dict({**LEGACY_SETTINGS, **raw}), raw
 
 
 def load_model(run_dir, which: str = "best", device="cpu", kernels: str | None = "auto") -> DipoleModel:
@@ -256,6 +257,8 @@ def train(
     random.seed(config.seed)
     kernels = None if config.kernels == "auto" else config.kernels
     model = DipoleModel.from_config(kernels=kernels, **config.model_kwargs()).to(device=device, dtype=dtype)
+    if config.uses_element_mean_init() and not resume:
+        _init_charge_head(model, config, means if means is not None else element_mean_charges(dataset, split["train"]))
     optimizer = make_optimizer(model.parameters(), config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
@@ -264,7 +267,7 @@ def train(
                          dtype=dtype, charges=labels)
     graphed_step = None
     if device.type == "cuda" and config.cuda_graphs is not False:  # on by default on a GPU
-        graphed_step = GraphedTrainStep(model, config.charges)
+        graphed_step = GraphedTrainStep(model, config.charges, direction_form=config.direction_form)
         say("training steps replay from CUDA graphs (--no-cuda-graphs: plain eager steps)")
     elif config.cuda_graphs:
         say(f"note: --cuda-graphs needs a CUDA device; training on {device} without them")
@@ -341,6 +344,8 @@ def train(
                 "valid_dipole_rmse_e_angstrom": valid["dipole_rmse_e_angstrom"],
                 "valid_charge_mae_e": valid.get("charge_mae_e"),
                 "valid_charge_rmse_e": valid.get("charge_rmse_e"),
+                "valid_direction_agreement": valid.get("direction_agreement"),
+                "valid_total_charge_mean_abs_e": valid.get("total_charge_mean_abs_e"),
                 "epoch_seconds": epoch_seconds,
                 "elapsed_seconds": elapsed_before + time.perf_counter() - t0,
             }
@@ -384,16 +389,17 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
     model.train()
     loader.set_epoch(epoch - 1)  # the shuffle of epoch k depends only on (seed, k): exact resume
     l2 = 0.0 if epoch <= config.charge_warmup_epochs else config.l2  # charge-only warm-up: no dipole term
+    w_dir = config.direction_weight_at(epoch)
     sums: dict[str, float] = {}
     weight = 0
     for batch in loader:
         optimizer.zero_grad(set_to_none=True)
         if graphed_step is not None:
-            terms = graphed_step(batch, config.l1, l2)  # leaves the gradients in p.grad
+            terms = graphed_step(batch, config.l1, l2, w_dir)  # leaves the gradients in p.grad
         else:
             batch = batch.to(device)
-            out = model(batch.Z, batch.R, batch.offsets)
-            terms = batch_loss(out, batch, config.charges, config.l1, l2)
+            out = model(batch.Z, batch.R, batch.offsets, batch.total_charge)
+            terms = batch_loss(out, batch, config.charges, config.l1, l2, w_dir, config.direction_form)
         values = terms.as_floats()  # one device-to-host read for all loss terms
         if not math.isfinite(values["total"]):
             raise TrainingError(f"loss became {values['total']} in epoch {epoch}; try a smaller --lr")
@@ -411,8 +417,21 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
     names = {"total": "loss", "dipole_rmse": "dipole_rmse_e_angstrom", "dipole_mae": "dipole_mae_e_angstrom",
-             "charge_rmse": "charge_rmse_e", "charge_mae": "charge_mae_e", "charge_abs_mean": "charge_abs_mean_e"}
+             "charge_rmse": "charge_rmse_e", "charge_mae": "charge_mae_e", "charge_abs_mean": "charge_abs_mean_e",
+             "direction": "direction_hinge"}
     return {names[k]: (v / weight if weight else None) for k, v in sums.items()}
+
+
+def _init_charge_head(model: DipoleModel, config: TrainConfig, means_e: dict[int, float]) -> None:
+    """Start the charge head at the training split's per-element mean label charges (``config.charge_init``):
+    the first predictions then point the dipoles roughly like the labels', in the basin the labels choose."""
+    head = model.charges
+    head.set_element_charges(model.hipnn.species, means_e)
+    if config.charge_init == "element_means_only":
+        with torch.no_grad():
+            for layer in head.layers[1:]:
+                layer.weight.zero_()
+                layer.bias.zero_()
 
 
 def _stop_reason(config: TrainConfig, lr: float, stale: int, elapsed: float, epoch_times: list[float]) -> str | None:
@@ -434,6 +453,8 @@ def _epoch_line(row: dict, improved: bool) -> str:
             f"({row['valid_dipole_mae_e_angstrom']:.4f} e*A), RMSE {row['valid_dipole_rmse_debye']:.4f} D")
     if row.get("valid_charge_mae_e") is not None:
         line += f", charge MAE {row['valid_charge_mae_e']:.4f} e"
+    if row.get("valid_direction_agreement") is not None:
+        line += f", direction agreement {100 * row['valid_direction_agreement']:.1f} %"
     line += f", lr {row['lr']:.2g}, {row['epoch_seconds']:.1f} s"
     return line + (" *" if improved else "")
 
