@@ -114,3 +114,28 @@ def test_coincident_atoms_name_the_file_and_frame(run, tmp_path):
                         Atoms("OH2", positions=[(0, 0, 0), (0, 0, 0), (-0.24, 0.93, 0)])], format="extxyz")
     result = CliRunner().invoke(main, ["predict", "--model", str(run[0]), str(path)])
     assert result.exit_code == 2 and f"{path}: array 'R': molecule 1" in result.output, result.output
+
+
+def test_ions_get_their_total_charge(run, tmp_path):
+    """SMILES formal charges, an extxyz 'charge' field and --charge set each molecule's total charge."""
+    pytest.importorskip("rdkit")
+    run_dir, data = run
+    dataset = load_h5(data, molecules=slice(0, 3))
+    frames = [as_atoms(dataset, m) for m in range(3)]
+    frames[1].info["charge"] = -1  # the file says this frame is an anion
+    xyz = tmp_path / "three.xyz"
+    ase_io.write(xyz, frames, format="extxyz")
+    out = tmp_path / "ions.csv"
+    atom_q = tmp_path / "q.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(xyz), "--charge", "1",
+                                       "--smiles", "[NH4+]", "--smiles", "CC(=O)[O-]", "--out", str(out),
+                                       "--atom-charges", str(atom_q), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert [float(r["total_charge_e"]) for r in rows] == [1.0, -1.0, 1.0, 1.0, -1.0]
+    sums = {}
+    for r in read_csv(atom_q):
+        sums[r["molecule"]] = sums.get(r["molecule"], 0.0) + float(r["charge_e"])
+    for r in rows:
+        assert sums[r["molecule"]] == pytest.approx(float(r["total_charge_e"]), abs=1e-5), r["molecule"]
+        assert float(r["sum_of_charges_e"]) == pytest.approx(float(r["total_charge_e"]), abs=1e-5)

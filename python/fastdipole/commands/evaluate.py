@@ -26,8 +26,11 @@ import click
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True)
 def command(run_dir, data, split_name, split_file, which, out, charge_array, batch_size, device, kernels):
-    """Dipole MAE/RMSE (D and e*A), mean relative error (%) and charge MAE/RMSE (e) of a trained model."""
+    """Dipole MAE/RMSE (D and e*A), mean relative error (%) and, against charge labels, charge MAE/RMSE (e) raw,
+    centred per molecule and per element, the charge parity's Pearson r and the share of molecules whose dipole
+    points with the label charges' point dipole; the total-charge error (e) of every molecule."""
     from ..data import check_species, load_h5, load_split, split_indices
+    from ..data.elements import SYMBOLS
     from ..evaluation import evaluate, save_evaluation
     from ..train import load_checkpoint, load_model, read_config
     from ..train.trainer import BEST, LAST, SPLIT_FILE, file_has_array
@@ -74,6 +77,15 @@ def command(run_dir, data, split_name, split_file, which, out, charge_array, bat
     if m.get("charge_mae_e") is not None:
         click.echo(f"{'atomic charge (e)':<30}{m['charge_mae_e']:>12.4f}{m['charge_rmse_e']:>12.4f}"
                    f"   vs '{charge_array}'")
-    click.echo(f"{'mean |total charge| (e)':<30}{m['total_charge_mean_abs_e']:>12.4f}")
+        click.echo(f"{'  centred per molecule (e)':<30}{m['charge_mae_centred_e']:>12.4f}"
+                   f"{'':>12}   after removing each molecule's mean charge")
+        for z, e in m["charge_by_element"].items():
+            click.echo(f"{'  ' + SYMBOLS[int(z)] + ' (e)':<30}{e['charge_mae_e']:>12.4f}{e['charge_rmse_e']:>12.4f}"
+                       f"   {e['n_atoms']} atoms")
+        click.echo(f"charge parity: Pearson r {m['charge_pearson_r']:.3f} (predicted vs '{charge_array}')")
+        click.echo(f"dipole direction: {100 * m['direction_agreement']:.1f} % of {m['n_molecules_direction']} "
+                   f"molecules point with the '{charge_array}' point-charge dipole (cos > 0)")
+    click.echo(f"total charge: mean |sum q - Q| {m['total_charge_mean_abs_e']:.2e} e, "
+               f"max {m['total_charge_max_abs_e']:.2e} e (Q: the molecule's total charge)")
     click.echo(f"molecules: {m['n_molecules']}, atoms: {m['n_atoms']}")
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -17,6 +17,9 @@ from ..units import DEBYE_PER_E_ANGSTROM
               help="run folder written by `fastdipole train`")
 @click.option("--smiles", multiple=True,
               help="a molecule as SMILES (repeatable): RDKit adds hydrogens and makes an MMFF-relaxed conformer")
+@click.option("--charge", type=float, default=0.0, show_default=True,
+              help="total charge (e) of the molecules in STRUCTURES that do not say theirs (an extxyz 'charge' "
+                   "field, an .h5 'total_charge' array); a SMILES carries its own (the sum of its formal charges)")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="checkpoint to use")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -26,12 +29,14 @@ from ..units import DEBYE_PER_E_ANGSTROM
 @click.option("--batch-size", type=int, default=512, show_default=True, help="molecules per prediction batch")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True)
-def command(structures, run_dir, smiles, which, out, atom_charges, batch_size, device, kernels):
+def command(structures, run_dir, smiles, charge, which, out, atom_charges, batch_size, device, kernels):
     """Dipole moments (D and e*A) of the molecules in STRUCTURES and --smiles.
 
     STRUCTURES: files ASE reads (xyz, extxyz, sdf, mol, pdb, ...; every frame is a molecule) or .h5 files in
-    fastdipole's layout. Positions in Angstrom. The dipole vector is measured from the model's dipole origin
-    (the centroid of each molecule by default).
+    fastdipole's layout. Positions in Angstrom. The predicted charges of a molecule sum to its total charge
+    (models trained with the total-charge constraint, the default). The dipole vector is measured from the
+    model's dipole origin (the centroid of each molecule by default): for a neutral molecule any origin gives the
+    same vector, for an ion it is the dipole about the centroid.
     """
     from ..data.structures import read_structures
     from ..evaluation.evaluate import predict
@@ -39,7 +44,7 @@ def command(structures, run_dir, smiles, which, out, atom_charges, batch_size, d
 
     run = Path(run_dir)
     config, _ = read_config(run)
-    dataset, names = read_structures(structures, smiles, species=config.species)
+    dataset, names = read_structures(structures, smiles, species=config.species, charge=charge)
     model = load_model(run, which=which, device=device, kernels=None if kernels == "auto" else kernels)
     pred = predict(model, dataset, batch_size=batch_size)
 
@@ -52,12 +57,17 @@ def command(structures, run_dir, smiles, which, out, atom_charges, batch_size, d
                      "mu_e_angstrom": float(pred.mu_pred_debye[m] / DEBYE_PER_E_ANGSTROM),
                      "mu_x_e_angstrom": float(vec[0]), "mu_y_e_angstrom": float(vec[1]),
                      "mu_z_e_angstrom": float(vec[2]),
-                     "total_charge_e": float(pred.charges_pred[a:b].sum())})
+                     "total_charge_e": float(pred.total_charge[m]),
+                     "sum_of_charges_e": float(pred.charges_pred[a:b].sum())})
     click.echo(f"{run} (checkpoint {which}): {len(rows)} molecules")
-    click.echo(f"{'molecule':<40}{'formula':>14}{'|mu| (D)':>12}{'|mu| (e*A)':>12}")
+    click.echo(f"{'molecule':<40}{'formula':>14}{'charge (e)':>11}{'|mu| (D)':>12}{'|mu| (e*A)':>12}")
     for row in rows:
-        click.echo(f"{row['molecule'][-40:]:<40}{row['formula']:>14}{row['mu_debye']:>12.4f}"
-                   f"{row['mu_e_angstrom']:>12.4f}")
+        click.echo(f"{row['molecule'][-40:]:<40}{row['formula']:>14}{row['total_charge_e']:>+11.0f}"
+                   f"{row['mu_debye']:>12.4f}{row['mu_e_angstrom']:>12.4f}")
+    if config.charge_constraint == "none":
+        worst = max(abs(r["sum_of_charges_e"] - r["total_charge_e"]) for r in rows)
+        click.echo(f"note: this model was trained without the total-charge constraint (--loss paper); its charges "
+                   f"miss the molecules' total charges by up to {worst:.3f} e")
     if out:
         _write_csv(out, list(rows[0]), rows)
         click.echo(f"wrote {out}")
