@@ -167,13 +167,13 @@ def test_direction_hinge_pushes_a_flipped_model_back(dataset, model):
     out = model(batch.Z, batch.R, batch.offsets)
     label = _label_dipole(dataset, batch).float()
     cos = torch.nn.functional.cosine_similarity(out.dipole, label, dim=-1).mean()
-    flipped = out.dipole if float(cos) < 0.5 else -out.dipole  # a batch-mean cosine below the margin
+    flipped = out.dipole if float(cos.detach()) < 0.5 else -out.dipole  # a batch-mean cosine below the margin
     flipped = flipped.detach().requires_grad_(True)
     q = batch.charges
     terms = paper_loss(q, q, torch.linalg.vector_norm(flipped, dim=-1), torch.zeros(batch.n_molecules), L1, L2,
                        pred_dipole=flipped, label_dipole=label, direction_weight=1.0)
     (grad,) = torch.autograd.grad(terms.direction, flipped)
-    assert float(terms.direction) > 0 and float(grad.abs().sum()) > 0
+    assert float(terms.direction.detach()) > 0 and float(grad.abs().sum()) > 0
     aligned = label.clone().requires_grad_(True)
     terms = paper_loss(q, q, torch.linalg.vector_norm(aligned, dim=-1), torch.zeros(batch.n_molecules), L1, L2,
                        pred_dipole=aligned, label_dipole=label, direction_weight=1.0)

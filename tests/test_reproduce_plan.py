@@ -58,8 +58,11 @@ def test_search_candidates_spell_out_every_recipe_field():
     fields = {"charges", "loss", "charge_constraint", "charge_init", "direction_weight", "direction_epochs",
               "direction_form"}
     for name, settings in RECIPE_CANDIDATES.items():
-        assert set(settings) == fields, name
+        assert set(settings) - {"l1"} == fields, name
         TrainConfig(**settings)  # valid settings
+    specs = {s.arm: s for s in plan_runs(get_preset("cpu"), [0], only=["recipes"])}
+    assert specs["means-only-batch-hinge-l1_0.3"].l1 == 0.3 and specs["paper"].l1 == 0.04
+    assert "l1" not in dict(specs["means-only-batch-hinge-l1_0.3"].settings)
 
 
 def test_presets_are_ordered_by_size_and_have_fixed_budgets():

@@ -1,4 +1,4 @@
-"""`fastdipole reproduce`: train none / mulliken / average charge models per seed and write REPORT.md."""
+"""`fastdipole reproduce`: the charge study (recipe search, paired arms per seed, l1 sweep, size curve) and REPORT.md."""
 
 from __future__ import annotations
 
@@ -36,12 +36,13 @@ def _parse_studies(values) -> list[str] | None:
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="report folder, e.g. reports/cpu; rerunning the same command continues an interrupted reproduce")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="cpu", show_default=True,
-              help="smoke: tiny test; cpu: QM9 subset for a 2-core box (about 70 min with 3 seeds); "
-                   "paper: the full protocol for a GPU node")
+              help="smoke: tiny test; cpu: QM9 subset for a 2-core box (about 2 hours, 5 seeds); "
+                   "paper: the paper's data protocol on one GPU (main study, 3 seeds)")
 @click.option("--seeds", default=None, metavar="S [S ...]",
-              help="seeds, e.g. --seeds 0 1 2 (default: the preset's, 0 1 2); the first seed runs the extra studies")
+              help="seeds, e.g. --seeds 0 1 2 3 4 (default: the preset's); the first ones run the extra studies")
 @click.option("--only", multiple=True, metavar="STUDY[,STUDY]",
-              help=f"run only these studies: {', '.join(STUDIES)} (runs they share are trained once)")
+              help=f"run only these studies: {', '.join(STUDIES)} (default: the preset's; runs they share are "
+                   "trained once)")
 @click.option("--jobs", type=int, default=None,
               help="trainings at once, each in its own process (default: the preset's; cpu: 2)")
 @click.option("--qmugs", "qmugs", type=click.Path(exists=True), default=None,
@@ -59,12 +60,13 @@ def _parse_studies(values) -> list[str] | None:
 @click.pass_context
 def command(ctx, data, out, preset, seeds, only, jobs, qmugs, kernels, device, threads, epochs, max_runs,
             report_only, quiet):
-    """Reproduce the paper's Tables 1-3 and figures: dipole-only vs Mulliken vs per-element average charges.
+    """Test the paper's claim fairly: does an auxiliary charge loss make dipole models better?
 
-    Trains the three charge configurations for each seed with identical settings, split and budget,
-    scores them on one shared test set, runs the extra studies (l1 sweep, training-set size, sign
-    flips / charge-only warm-up) and writes OUT/REPORT.md with PNG figures. Dipoles in e*A and D,
-    charges in e.
+    Trains every arm (dipole-only, the paper's exact loss, the paper's loss with neutral charges, fastdipole's
+    recipe, average charges) for each seed with the same split, initial weights and fixed number of epochs,
+    scores them on one shared test set, runs the recipe search, the l1 sweep and the training-size curve, and
+    writes OUT/REPORT.md (per-seed rows, medians, paired differences with bootstrap intervals) with PNG figures.
+    Dipoles in e*A and D, charges in e.
     """
     from ..reproduce.pipeline import ReproduceOptions, reproduce
 

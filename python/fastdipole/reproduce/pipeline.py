@@ -21,7 +21,7 @@ from ..train.checkpoint import atomic_write_json, atomic_write_text
 from .datafiles import SUBSET_SEED, ReproduceError, prepare_qm9_files
 from .figures import direction_curves, learning_curves, main_figures, size_plot, sweep_plot
 from .plan import plan_runs, pool_sizes
-from .presets import STUDIES, get_preset
+from .presets import get_preset
 from .report import ReportInputs, write_report
 from .runner import TEST_METRICS, RunEnv, run_all, run_state
 from .tables import size_data, sweep_data
@@ -81,7 +81,7 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     preset = _preset(opts)
     seeds = [int(s) for s in (opts.seeds or preset.seeds)]
-    studies = list(opts.only or STUDIES)
+    studies = list(opts.only or preset.studies)
     jobs = int(opts.jobs or preset.jobs)
     source = str(Path(opts.data).expanduser().resolve()) if opts.data else str(bundled_sample_path())
     state = _check_state(out, preset.to_dict(), source)
@@ -91,7 +91,7 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
     state["invocations"].append(invocation)
     if not (out / ".gitignore").exists():
         atomic_write_text(GITIGNORE, out / ".gitignore")
-    notes: list[str] = []
+    notes: list[str] = list(preset.notes)
 
     def save_state() -> None:
         invocation["wall_seconds"] = time.perf_counter() - t_start
@@ -174,7 +174,7 @@ def command_line(opts: ReproduceOptions, preset: str, seeds, studies, jobs: int)
     if opts.data:
         parts.append(f"--data {opts.data}")
     parts += [f"--out {opts.out}", f"--preset {preset}", "--seeds " + " ".join(map(str, seeds))]
-    if list(studies) != list(STUDIES):
+    if list(studies) != list(get_preset(preset).studies):
         parts.append("--only " + ",".join(studies))
     parts.append(f"--jobs {jobs}")
     if opts.qmugs:

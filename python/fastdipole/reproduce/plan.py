@@ -39,7 +39,7 @@ ARM_DESCRIPTIONS = {
 SEARCH_BASE = {"charges": "mulliken", "loss": "fastdipole", "charge_constraint": "uniform", "charge_init": "random",
                 "direction_weight": 0.0, "direction_epochs": 0, "direction_form": "batch"}
 
-#: Candidates of the recipe search (all l1 = 0.04, l2 = 0.96): name -> settings.
+#: Candidates of the recipe search (l2 = 0.96; l1 = 0.04 unless a candidate says otherwise): name -> settings.
 RECIPE_CANDIDATES: dict[str, dict] = {
     "paper": {**SEARCH_BASE, "loss": "paper", "charge_constraint": "none"},
     "neutral": SEARCH_BASE,
@@ -52,6 +52,11 @@ RECIPE_CANDIDATES: dict[str, dict] = {
     "means-molecule-hinge-5ep": {**SEARCH_BASE, "charge_init": "element_means", "direction_weight": 1.0,
                                  "direction_form": "molecule", "direction_epochs": 5},
     "dipole-only": {**SEARCH_BASE, "charges": "none"},
+    # a larger charge weight on top of the best start (the sweep of the main study varies l1 of the recipe)
+    "means-only-batch-hinge-l1_0.1": {**SEARCH_BASE, "charge_init": "element_means_only", "direction_weight": 1.0,
+                                      "l1": 0.1},
+    "means-only-batch-hinge-l1_0.3": {**SEARCH_BASE, "charge_init": "element_means_only", "direction_weight": 1.0,
+                                      "l1": 0.3},
 }
 
 
@@ -140,8 +145,10 @@ def plan_runs(preset: Preset, seeds, only=STUDIES, qmugs: bool = False) -> list[
     if "recipes" in only:
         for seed in seeds[: max(1, preset.recipe_seeds)]:
             for arm, settings in RECIPE_CANDIDATES.items():
+                settings = dict(settings)
+                l1 = float(settings.pop("l1", PAPER_L1))
                 add(make_spec(arm, settings, seed, preset.recipe_n_train, preset.recipe_epochs,
-                              name=f"search-{arm}-seed{seed}"), "recipes")
+                              name=f"search-{arm}-seed{seed}", l1=l1), "recipes")
     if "sweep" in only:
         for seed in extra_seeds:
             for l1 in preset.l1_sweep:
