@@ -8,22 +8,26 @@ from fastdipole.reproduce.plan import MAIN_ARMS, RECIPE_CANDIDATES, RunSpec, pla
 from fastdipole.reproduce.presets import PRESETS, STUDIES, get_preset
 from fastdipole.reproduce.runner import RunEnv, train_config
 from fastdipole.train import TrainConfig
+from fastdipole.train.config import RECIPE_L1
 
 
 def test_main_runs_cover_every_arm_and_seed():
     specs = plan_runs(get_preset("cpu"), [0, 1, 2, 3, 4], only=["main"])
     assert [s.name for s in specs] == [f"{a}-seed{s}" for s in range(5) for a in MAIN_ARMS]
-    assert {(s.l1, s.l2, s.epochs, s.n_train) for s in specs} == {(0.04, 0.96, 40, 10_000)}
+    assert {(s.l2, s.epochs, s.n_train) for s in specs} == {(0.96, 40, 10_000)}
+    l1 = {s.arm: s.l1 for s in specs}
+    assert l1["paper"] == l1["paper-neutral"] == 0.04 and l1["recipe"] == l1["average"] == RECIPE_L1
+    assert all("l1" not in dict(s.settings) for s in specs)
 
 
 def test_studies_share_identical_runs():
     preset = get_preset("cpu")
     specs = {s.name: s for s in plan_runs(preset, [3, 4], only=STUDIES, qmugs=True)}
-    # l1 = 0 (l2 fixed) is the dipole-only run and l1 = 0.04 the recipe run: trained once, used thrice.
+    # l1 = 0 (l2 fixed) is the dipole-only run and l1 = RECIPE_L1 the recipe run: trained once, used thrice.
     assert set(specs["dipole-only-seed3"].studies) == {"main", "sweep", "size"}
     assert set(specs["recipe-seed3"].studies) == {"main", "sweep", "size"}
-    assert "recipe-l1_0-seed3" not in specs and "recipe-l1_0.04-seed3" not in specs
-    assert specs["recipe-l1_0.3-seed3"].l1 == 0.3 and specs["recipe-l1_0.3-seed3"].l2 == 0.96
+    assert "recipe-l1_0-seed3" not in specs and f"recipe-l1_{RECIPE_L1:g}-seed3" not in specs
+    assert specs["recipe-l1_0.04-seed3"].l1 == 0.04 and specs["recipe-l1_0.04-seed3"].l2 == 0.96
     assert specs["recipe-n2500-seed3"].epochs == preset.epochs  # a fixed epoch count at every size
     assert all(s.seed == 3 for s in specs.values() if s.studies in (("sweep",), ("size",)))  # extra_seeds = 1
     search = [s for s in specs.values() if "recipes" in s.studies]

@@ -11,7 +11,7 @@ from ..nn.dipole import CHARGE_CONSTRAINTS
 from ..train.config import CHARGE_INITS, DEFAULT_EPOCHS, LOSSES, PAPER_SETTINGS, TrainConfig
 from ..train.loss import DIRECTION_FORMS
 
-_D = TrainConfig()  # defaults shown by --help come from the config itself
+_D = TrainConfig()  # defaults shown by --help come from the config itself (fastdipole's recipe)
 
 # CLI option name -> TrainConfig field (where they differ).
 _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "plateau_patience"}
@@ -35,16 +35,18 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.option("--n-sensitivities", type=int, default=20, show_default=True, help="distance sensitivities")
 @click.option("--n-interactions", type=int, default=2, show_default=True, help="interaction layers")
 @click.option("--n-atom-layers", type=int, default=3, show_default=True, help="atom layers per interaction block")
-@click.option("--l1", type=float, default=0.04, show_default=True, help="weight of the charge loss terms")
-@click.option("--l2", type=float, default=0.96, show_default=True, help="weight of the dipole-magnitude loss terms")
+@click.option("--l1", type=float, default=_D.l1, show_default=True,
+              help="weight of the charge loss terms (the paper's: 0.04, set by --loss paper)")
+@click.option("--l2", type=float, default=_D.l2, show_default=True, help="weight of the dipole-magnitude loss terms")
 @click.option("--loss", type=click.Choice(list(LOSSES)), default="fastdipole", show_default=True,
               help="fastdipole: the recipe (total-charge constraint, charge head started at per-element mean "
-                   "charges, direction term); paper: the paper's model and loss exactly")
+                   "charges, direction term, l1 = 0.3); paper: the paper's model and loss exactly (l1 = 0.04)")
 @click.option("--charge-constraint", type=click.Choice(list(CHARGE_CONSTRAINTS)), default=_D.charge_constraint,
               show_default=True, help="uniform: each molecule's charges sum to its total charge (0, or the file's "
                                       "total_charge array); none: the paper's unconstrained head")
 @click.option("--charge-init", type=click.Choice(list(CHARGE_INITS)), default=_D.charge_init, show_default=True,
-              help="start of the charge head: the training split's per-element mean charges, or random (hippynn)")
+              help="start of the charge head: the training split's per-element mean charges (element_means_only: "
+                   "exactly those, the higher levels' readouts at 0), or random (hippynn)")
 @click.option("--direction-weight", type=float, default=_D.direction_weight, show_default=True,
               help="weight of the direction term: hinge on the batch-mean cosine between predicted dipoles and "
                    "the label charges' point dipoles (0: off)")
@@ -73,7 +75,8 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 def command(resume, progress, **options):
     """Train a dipole model; writes config.json, split.npz, metrics.csv and checkpoints to the run folder.
 
-    Loss: l1 * (RMSE_q + MAE_q + mean|q|) + l2 * (RMSE_|mu| + MAE_|mu|), charges in e, dipoles in e*Angstrom.
+    Loss: l1 * (RMSE_q + MAE_q + mean|q|) + l2 * (RMSE_|mu| + MAE_|mu|) [+ direction term], charges in e,
+    dipoles in e*Angstrom.
     Metrics are printed in Debye (D) and e*Angstrom (e*A).
     """
     from ..train import read_config, train

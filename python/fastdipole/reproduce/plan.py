@@ -3,8 +3,8 @@
 An *arm* is a set of :class:`~fastdipole.train.TrainConfig` settings. Every run of one seed shares the split
 of the training pool and the initial weights (the trainer seeds both from the run's seed; arms that start
 the charge head at per-element mean charges change only that layer). Runs are shared between studies where
-the settings are identical (the recipe run of the first seed is also the l1 = 0.04 point of the sweep and a
-point of the size study), so nothing is trained twice.
+the settings are identical (the recipe run of the first seed is also the l1 = RECIPE_L1 point of the sweep and
+a point of the size study), so nothing is trained twice.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .presets import PAPER_L1, PAPER_L2, STUDIES, Preset
+from ..train.config import PAPER_L1, PAPER_L2, RECIPE_L1
+from .presets import STUDIES, Preset
 
-#: Arms of the main comparison, in table order: name -> TrainConfig settings (the rest: TrainConfig defaults,
-#: i.e. fastdipole's recipe).
+#: Arms of the main comparison, in table order: name -> TrainConfig settings and l1 (the rest: TrainConfig
+#: defaults, i.e. fastdipole's recipe).
 MAIN_ARMS: dict[str, dict] = {
-    "dipole-only": {"charges": "none"},
-    "paper": {"charges": "mulliken", "loss": "paper"},
-    "paper-neutral": {"charges": "mulliken", "charge_init": "random", "direction_weight": 0.0},
-    "recipe": {"charges": "mulliken"},
-    "average": {"charges": "average"},
+    "dipole-only": {"charges": "none", "l1": RECIPE_L1},  # l1 is unused: no charge term
+    "paper": {"charges": "mulliken", "loss": "paper", "l1": PAPER_L1},
+    "paper-neutral": {"charges": "mulliken", "charge_init": "random", "direction_weight": 0.0, "l1": PAPER_L1},
+    "recipe": {"charges": "mulliken", "l1": RECIPE_L1},
+    "average": {"charges": "average", "l1": RECIPE_L1},
 }
 
 #: What each arm is, for the report.
@@ -29,8 +30,10 @@ ARM_DESCRIPTIONS = {
     "dipole-only": "dipole terms only (l1 term off); same model as the recipe (neutral charges)",
     "paper": "the paper's model and loss exactly: unconstrained charge head, hippynn's initialisation, "
              "l1 = 0.04 on Mulliken charges",
-    "paper-neutral": "the paper's loss with the total-charge constraint (charges sum to 0); random initialisation",
-    "recipe": "fastdipole's default recipe on Mulliken charges (see the recipe search)",
+    "paper-neutral": "the paper's loss (l1 = 0.04) with the total-charge constraint (charges sum to 0); random "
+                     "initialisation",
+    "recipe": f"fastdipole's default recipe on Mulliken charges (from the recipe search: neutral charges, charge "
+              f"head started at the per-element means, batch direction hinge, l1 = {RECIPE_L1})",
     "average": "the recipe with per-element average charges as labels",
 }
 
@@ -107,6 +110,10 @@ def l1_label(l1: float) -> str:
 
 def make_spec(arm: str, settings: dict, seed: int, n_train: int, epochs: int, name: str | None = None,
               **kw) -> RunSpec:
+    """A run of ``arm``: its ``settings`` (an ``l1`` there becomes the spec's, default the paper's 0.04)."""
+    settings = dict(settings)
+    kw.setdefault("l1", float(settings.pop("l1", PAPER_L1)))
+    settings.pop("l1", None)
     return RunSpec(name or f"{arm}-seed{seed}", arm, int(seed), int(n_train), int(epochs),
                    tuple(sorted(settings.items())), **kw)
 
@@ -145,16 +152,14 @@ def plan_runs(preset: Preset, seeds, only=STUDIES, qmugs: bool = False) -> list[
     if "recipes" in only:
         for seed in seeds[: max(1, preset.recipe_seeds)]:
             for arm, settings in RECIPE_CANDIDATES.items():
-                settings = dict(settings)
-                l1 = float(settings.pop("l1", PAPER_L1))
                 add(make_spec(arm, settings, seed, preset.recipe_n_train, preset.recipe_epochs,
-                              name=f"search-{arm}-seed{seed}", l1=l1), "recipes")
+                              name=f"search-{arm}-seed{seed}"), "recipes")
     if "sweep" in only:
         for seed in extra_seeds:
             for l1 in preset.l1_sweep:
                 if l1 == 0:
                     add(main_run("dipole-only", seed), "sweep")  # l1 = 0 with l2 fixed is the dipole-only loss
-                elif l1 == PAPER_L1:
+                elif l1 == RECIPE_L1:
                     add(main_run("recipe", seed), "sweep")
                 else:
                     add(make_spec("recipe", MAIN_ARMS["recipe"], seed, preset.n_train, preset.epochs,

@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-#: The paper's loss weights: charges (l1) and dipole magnitude (l2).
-PAPER_L1 = 0.04
-PAPER_L2 = 0.96
+from ..train.config import PAPER_L1, RECIPE_L1
+
 
 #: Studies a reproduce run can contain (``--only`` picks a subset).
 STUDIES = ("recipes", "main", "sweep", "size", "qmugs")
@@ -47,7 +46,7 @@ class Preset:
     recipe_seeds: int = 5  #: the first this-many seeds
     # extra studies, on the first ``extra_seeds`` seeds
     extra_seeds: int = 1
-    l1_sweep: tuple[float, ...] = (0.0, 0.01, PAPER_L1, 0.1, 0.3)
+    l1_sweep: tuple[float, ...] = (0.0, 0.01, PAPER_L1, 0.1, RECIPE_L1)
     train_sizes: tuple[int, ...] = (5_000, 20_000, 50_000)
     # QMugs-style section (GFN2-xTB fixture)
     qmugs_epochs: int = 40
@@ -80,7 +79,7 @@ PRESETS: dict[str, Preset] = {
         recipe_n_train=100,
         recipe_epochs=1,
         recipe_seeds=1,
-        l1_sweep=(0.0, PAPER_L1, 0.3),
+        l1_sweep=(0.0, PAPER_L1, RECIPE_L1),
         train_sizes=(100, 200),
         qmugs_epochs=2,
     ),
@@ -101,7 +100,7 @@ PRESETS: dict[str, Preset] = {
         recipe_epochs=20,
         recipe_seeds=5,
         extra_seeds=1,
-        l1_sweep=(0.0, 0.01, PAPER_L1, 0.1, 0.3),
+        l1_sweep=(0.0, 0.01, PAPER_L1, 0.1, RECIPE_L1),
         train_sizes=(2_500, 10_000, 25_000),
         qmugs_epochs=40,
     ),
@@ -124,7 +123,7 @@ PRESETS: dict[str, Preset] = {
         recipe_n_train=20_000,
         recipe_epochs=20,
         recipe_seeds=3,
-        l1_sweep=(0.0, 0.01, PAPER_L1, 0.1, 0.3),
+        l1_sweep=(0.0, 0.01, PAPER_L1, 0.1, RECIPE_L1),
         train_sizes=(5_000, 20_000, 50_000, 110_000),
         qmugs_epochs=200,
         eval_batch_size=1024,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.elements import SYMBOLS
+from ..train.config import RECIPE_L1
 from ..units import DEBYE_PER_E_ANGSTROM
 from . import stats
 from . import tables as T
@@ -112,7 +113,8 @@ def render(inp: ReportInputs) -> str:
         rseeds = seeds[: max(1, p["recipe_seeds"])]
         L.append(f"## Recipe search ({p['recipe_n_train']:,} training molecules, {p['recipe_epochs']} epochs, "
                  f"seeds {', '.join(map(str, rseeds))})\n")
-        L.append("Each candidate on Mulliken labels with l1 = 0.04, l2 = 0.96; scored on the same test set. "
+        L.append("Each candidate on Mulliken labels with l2 = 0.96 and l1 = 0.04 unless its name says otherwise; "
+                 "scored on the same test set. "
                  "*neutral*: charges projected to sum to the molecule's total charge; *means*: level-0 charge "
                  "readout started at the training split's mean Mulliken charge per element (*means-only*: higher "
                  "levels' readouts started at 0); *batch hinge*: `relu(0.5 - mean cos(mu, mu_Mulliken))` over the "
@@ -156,8 +158,8 @@ def render(inp: ReportInputs) -> str:
     extra = seeds[: max(1, p["extra_seeds"])]
     if "sweep" in inp.studies:
         L.append(f"## Charge weight l1 of the recipe (l2 fixed at 0.96; seeds {', '.join(map(str, extra))})\n")
-        L.append("l1 = 0 is the dipole-only run, l1 = 0.04 the recipe run; every run has the same fixed number of "
-                 "epochs.\n")
+        L.append(f"The recipe with other charge weights: l1 = 0 is the dipole-only run, l1 = {RECIPE_L1:g} the recipe "
+                 "run, l1 = 0.04 the paper's weight; every run has the same fixed number of epochs.\n")
         L.append(T.render_sweep(T.sweep_data(res, p["l1_sweep"], extra)) + "\n")
         L.append(_img(f, "sweep", out, "test MAE vs l1") + "\n")
     if "size" in inp.studies:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ..train.config import PAPER_L1, RECIPE_L1
 from . import stats
 from .plan import MAIN_ARMS, RECIPE_CANDIDATES, SEARCH_BASE, RunSpec, l1_label
 
@@ -230,13 +231,13 @@ def render_baseline(test_baseline: dict, full_baseline: dict | None, test_label:
 def sweep_run_name(l1: float, seed: int) -> str:
     if l1 == 0:
         return main_run_name("dipole-only", seed)
-    if l1 == 0.04:
+    if l1 == RECIPE_L1:
         return main_run_name("recipe", seed)
     return f"recipe-l1_{l1_label(l1)}-seed{seed}"
 
 
 def sweep_data(results: dict[str, dict], l1_values, seeds) -> list[dict]:
-    """One row per (seed, l1) (l2 fixed at 0.96; l1 = 0 is the dipole-only run, 0.04 the recipe run)."""
+    """One row per (seed, l1) (l2 fixed at 0.96; l1 = 0 is the dipole-only run, RECIPE_L1 the recipe run)."""
     rows = []
     for seed in seeds:
         for l1 in l1_values:
@@ -250,7 +251,7 @@ def render_sweep(rows: list[dict]) -> str:
     out = []
     for r in rows:
         m = r["metrics"]
-        label = f"{r['l1']:g}" + (" (paper)" if r["l1"] == 0.04 else "")
+        label = f"{r['l1']:g}" + (" (paper)" if r["l1"] == PAPER_L1 else " (recipe)" if r["l1"] == RECIPE_L1 else "")
         if m is None:
             out.append([str(r["seed"]), label, r["run"], "not run", "", "", ""])
             continue

@@ -7,14 +7,14 @@ from .checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint, s
 from .config import CHARGE_MODES, DEFAULT_EPOCHS, TrainConfig
 from .history import read_history
 from .optim import make_optimizer
-from .loss import DEFAULT_L1, DEFAULT_L2, LossTerms, batch_loss, paper_loss
+from .loss import PAPER_L1, PAPER_L2, LossTerms, batch_loss, paper_loss
 from .trainer import RunFolderError, TrainingError, load_model, read_config, train
 
 __all__ = [
     "CHARGE_MODES",
     "DEFAULT_EPOCHS",
-    "DEFAULT_L1",
-    "DEFAULT_L2",
+    "PAPER_L1",
+    "PAPER_L2",
     "LossTerms",
     "RunFolderError",
     "TrainConfig",

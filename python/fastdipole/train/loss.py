@@ -26,11 +26,8 @@ from torch import Tensor
 
 from ..nn.dipole import centroid_point_dipole
 from ..units import DEBYE_PER_E_ANGSTROM
-from .config import CHARGE_MODES
+from .config import CHARGE_MODES, PAPER_L1, PAPER_L2
 
-#: The paper's loss weights: charges (l1) and dipole magnitude (l2).
-DEFAULT_L1 = 0.04
-DEFAULT_L2 = 0.96
 #: Direction term: zero while the batch-mean cosine is above this margin.
 DIRECTION_MARGIN = 0.5
 #: Molecules whose label point dipole is smaller than this (e*Angstrom) have no direction to agree with.
@@ -114,8 +111,8 @@ def paper_loss(
     label_charges: Tensor | None,
     pred_magnitude_e_angstrom: Tensor,
     label_magnitude_e_angstrom: Tensor,
-    l1: float = DEFAULT_L1,
-    l2: float = DEFAULT_L2,
+    l1: float = PAPER_L1,
+    l2: float = PAPER_L2,
     *,
     pred_dipole: Tensor | None = None,
     label_dipole: Tensor | None = None,
@@ -140,8 +137,8 @@ def weighted_paper_loss(
     label_magnitude_e_angstrom: Tensor,
     atom_weights: Tensor,
     molecule_weights: Tensor,
-    l1: float = DEFAULT_L1,
-    l2: float = DEFAULT_L2,
+    l1: float = PAPER_L1,
+    l2: float = PAPER_L2,
     *,
     pred_dipole: Tensor | None = None,
     label_dipole: Tensor | None = None,
@@ -157,7 +154,7 @@ def weighted_paper_loss(
                        pred_dipole, label_dipole, direction_weight, direction_form)
 
 
-def batch_loss(output, batch, charge_mode: str, l1: float = DEFAULT_L1, l2: float = DEFAULT_L2,
+def batch_loss(output, batch, charge_mode: str, l1: float = PAPER_L1, l2: float = PAPER_L2,
                direction_weight: float = 0.0, direction_form: str = "batch") -> LossTerms:
     """Loss of a model ``output`` (DipoleOutput) on a ``batch`` (labels: mu in Debye, charges in e).
 
