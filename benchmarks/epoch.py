@@ -26,9 +26,9 @@ from fastdipole.train.loss import paper_loss
 from fastdipole.units import DEBYE_PER_E_ANGSTROM
 
 
-def run_epoch(dataset, indices, nf, batch_size, max_steps, kernels):
+def run_epoch(dataset, indices, nf, batch_size, max_steps, backend):
     torch.manual_seed(0)
-    model = DipoleModel.from_config(n_features=nf, kernels=kernels)
+    model = DipoleModel.from_config(n_features=nf, backend=backend)
     opt = make_optimizer(model.parameters(), lr=1e-3)  # what `fastdipole train` uses
     loader = BatchLoader(dataset, indices, batch_size, shuffle=True, seed=0)
     n_total = len(loader)
@@ -58,14 +58,14 @@ def main():
     header(f"One full QM9 training epoch ({args.threads} thread(s))")
     dataset = load_h5(QM9_H5)
     split = make_split(dataset.n_molecules, protocol="qm9", seed=0)
-    kernels = "kernels" if ops.extension_available() else "reference"
+    backend = ops.resolve_backend("auto")
     rows = []
     for nf in args.features:
-        seconds, ms_step, steps, n_total = run_epoch(dataset, split["train"], nf, args.batch, args.max_steps, kernels)
+        seconds, ms_step, steps, n_total = run_epoch(dataset, split["train"], nf, args.batch, args.max_steps, backend)
         rows.append(
             {
                 "nf": nf,
-                "kernels": kernels,
+                "backend": backend,
                 "train molecules": len(split["train"]),
                 "steps timed": f"{steps}/{n_total}",
                 "ms/step": ms_step,

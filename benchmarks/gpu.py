@@ -292,7 +292,7 @@ def fastdipole_step(nf, batch, device, validate, compiled=False):
 
     Z, R, off, mu, q = batch
     torch.manual_seed(0)
-    model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, kernels="kernels",
+    model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, backend="compiled",
                                     validate_inputs=validate, dipole_origin="absolute", **SETTINGS).to(device)
     opt = make_optimizer(model.parameters(), lr=1e-3)
     forward = torch.compile(model, dynamic=True) if compiled else model
@@ -318,7 +318,7 @@ def fastdipole_graphed_step(nf, batch, device):
     Z, R, off, mu, q = (t.cpu() for t in batch)
     host_batch = Batch(Z=Z, R=R, offsets=off, mu_debye=mu * DEBYE_PER_E_ANGSTROM, charges=q, index=None)
     torch.manual_seed(0)
-    model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, kernels="kernels",
+    model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, backend="compiled",
                                     validate_inputs=False, dipole_origin="absolute", **SETTINGS).to(device)
     opt = make_optimizer(model.parameters(), lr=1e-3)
     graphed = GraphedTrainStep(model, "mulliken")
@@ -336,7 +336,7 @@ def hippynn_step(nf, batch, device, backend):
     from hippynn.layers.targets import HCharge
     from hippynn.networks.hipnn import Hipnn
 
-    from fastdipole.ops import reference
+    from fastdipole.ops import molecule_index, reference
     from fastdipole.train.optim import make_optimizer
 
     custom_kernels.set_custom_kernels(backend)
@@ -348,7 +348,7 @@ def hippynn_step(nf, batch, device, backend):
     species = torch.tensor([1, 6, 7, 8, 9], device=device)
     z0 = (Z[:, None] == species[None, :]).float()
     first, second, _ = reference.neighbor_pairs(R, off, CUTOFF)  # precomputed: hippynn's pair finding is ~1%
-    mol = reference.molecule_index(off, R.shape[0])
+    mol = molecule_index(off, R.shape[0])
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -427,7 +427,7 @@ def main() -> int:
         return 2
 
     import fastdipole._C as ext
-    import fastdipole.ops._custom  # noqa: F401
+    import fastdipole.ops.ops  # noqa: F401
 
     fd = torch.ops.fastdipole
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"

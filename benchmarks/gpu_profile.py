@@ -44,7 +44,7 @@ def main() -> int:
     parser.add_argument("--ncu-target", action="store_true",
                         help="run each envsum kernel choice once (no torch.profiler), for ncu to profile")
     args = parser.parse_args()
-    import fastdipole.ops._custom  # noqa: F401
+    import fastdipole.ops.ops  # noqa: F401
 
     fd = torch.ops.fastdipole
     _, R_np, off_np, _, _ = gpu.qm9_batch(args.qm9, 1024, seed=2)

@@ -22,7 +22,7 @@ def main():
     args = parser.parse_args()
     pin_threads(1)
     Z, R, off, mu_debye, q = qm9_batch(128)
-    step = fastdipole_step(args.features, Z, R, off, mu_debye / DEBYE_PER_E_ANGSTROM, q, "kernels")
+    step = fastdipole_step(args.features, Z, R, off, mu_debye / DEBYE_PER_E_ANGSTROM, q, "compiled")
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -36,9 +36,9 @@ def paper_loss(q_pred, q_true, mu_pred, mu_true):
     return L1 * charge + L2 * dipole
 
 
-def fastdipole_step(nf, Z, R, off, mu, q, kernels):
+def fastdipole_step(nf, Z, R, off, mu, q, backend):
     torch.manual_seed(0)
-    model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, kernels=kernels, **SETTINGS)
+    model = DipoleModel.from_config(n_features=nf, n_interaction_layers=2, backend=backend, **SETTINGS)
     opt = make_optimizer(model.parameters(), lr=1e-3)  # what `fastdipole train` uses
 
     def step():
@@ -120,8 +120,8 @@ def main():
     rows = []
     for nf in args.features:
         times = {}
-        kernels = "kernels" if ops.extension_available() else "reference"
-        times["fastdipole"] = median_ms(fastdipole_step(nf, Z, R, off, mu, q, kernels), args.repeats)
+        times["fastdipole"] = median_ms(fastdipole_step(nf, Z, R, off, mu, q, ops.resolve_backend("auto")),
+                                        args.repeats)
         times["fastdipole (reference ops)"] = median_ms(
             fastdipole_step(nf, Z, R, off, mu, q, "reference"), max(5, args.repeats // 4)
         )

@@ -42,7 +42,7 @@ def test_dipole_model_on_cuda_matches_cpu(qm9_200, dtype):
     """Charges, dipoles and every parameter gradient of the paper loss agree between devices (real QM9)."""
     torch.manual_seed(0)
     cpu_model = DipoleModel.from_config(n_features=32, n_interaction_layers=2, n_atom_layers=2, n_sensitivities=12,
-                                        kernels="kernels").to(dtype)
+                                        backend="compiled").to(dtype)
     gpu_model = copy.deepcopy(cpu_model).cuda()
     tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
     q_label = torch.as_tensor(qm9_200.charges, dtype=dtype)
@@ -98,7 +98,7 @@ def test_cuda_graph_step_matches_eager_step(qm9_h5_path):
     loader = BatchLoader(data, np.arange(384), batch_size=128, shuffle=False, dtype=torch.float32)
     torch.manual_seed(0)
     model = DipoleModel.from_config(n_features=32, n_interaction_layers=2, n_atom_layers=2, n_sensitivities=12,
-                                    kernels="kernels", validate_inputs=False).cuda()
+                                    backend="compiled", validate_inputs=False).cuda()
     # One bucket for all three batches: one capture, two replays.
     step = GraphedTrainStep(model, "mulliken", steps=PadSteps(atoms=4096, pairs=65536, molecules=64))
     losses = []

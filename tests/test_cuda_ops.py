@@ -33,7 +33,7 @@ DEV = "cuda"
 def fd():
     """torch.ops.fastdipole with the autograd registrations loaded (fails, not skips, without a build)."""
     import fastdipole._C as ext  # noqa: F401
-    import fastdipole.ops._custom  # noqa: F401  (register_autograd / register_fake)
+    import fastdipole.ops.ops  # noqa: F401  (register_autograd / register_fake)
 
     assert ext.with_cuda, "fastdipole._C was built without the CUDA kernels"
     return torch.ops.fastdipole
@@ -224,7 +224,7 @@ def test_gaussian_envsum_gradcheck(fd, qm9):
     pairs = ops.Pairs(first, second, row)
 
     def f(z, r, mu, sigma):
-        return ops.gaussian_envsum(z, r, pairs, mu, sigma, CUTOFF, backend="kernels")
+        return ops.gaussian_envsum(z, r, pairs, mu, sigma, CUTOFF, backend="compiled")
 
     inputs = [t.detach().requires_grad_(True) for t in (z, r, mu, sigma)]
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
@@ -238,13 +238,13 @@ def test_gaussian_envsum_autograd_matches_reference(fd, qm9, dtype):
     pairs = ops.Pairs(first, second, row)
     weight = torch.randn((z.shape[0], 20, 16), device=DEV, dtype=dtype, generator=torch.Generator(DEV).manual_seed(3))
     grads = {}
-    for backend in ("kernels", "reference"):
+    for backend in ("compiled", "reference"):
         leaves = [t.detach().requires_grad_(True) for t in (z, r, mu, sigma)]
         env = ops.gaussian_envsum(leaves[0], leaves[1], pairs, leaves[2], leaves[3], CUTOFF, backend=backend)
         (env * weight).sum().backward()
         grads[backend] = (env.detach(), *[t.grad for t in leaves])
     tol = 1e-4 if dtype == torch.float32 else 1e-6  # the kernels drop s <= 1e-10, the reference does not
-    for name, g, w in zip(("env", "z", "r", "mu", "sigma"), grads["kernels"], grads["reference"]):
+    for name, g, w in zip(("env", "z", "r", "mu", "sigma"), grads["compiled"], grads["reference"]):
         scale = max(w.abs().max().item(), 1.0)
         torch.testing.assert_close(g, w, rtol=tol, atol=tol * scale, msg=lambda m: f"{name}: {m}")
 
@@ -325,11 +325,11 @@ def test_segmented_dipole_real_charges_and_autograd(fd, qm9):
     R, q, off = first_molecules(qm9, 300)
     Rt = to(R, torch.float64).requires_grad_(True)
     qt = to(q, torch.float64).requires_grad_(True)
-    mu = ops.segmented_dipole(qt, Rt, idx(off), backend="kernels")
+    mu = ops.segmented_dipole(qt, Rt, idx(off), backend="compiled")
     ref = ops.segmented_dipole(qt, Rt, idx(off), backend="reference")
     torch.testing.assert_close(mu, ref, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda a, b: ops.segmented_dipole(a, b, idx(off[:6]), backend="kernels"),
+        lambda a, b: ops.segmented_dipole(a, b, idx(off[:6]), backend="compiled"),
         [qt[: off[5]].detach().requires_grad_(True), Rt[: off[5]].detach().requires_grad_(True)],
     )
 

@@ -43,7 +43,7 @@ def _hippynn_forward(net, head, model, Z, R, off):
     pairs = ops.reference.neighbor_pairs(R, off, 6.5)
     r = (R[pairs[1]] - R[pairs[0]]).norm(dim=-1)
     q = head(net(z0, pairs[0], pairs[1], r))[0].squeeze(-1)
-    mol = ops.reference.molecule_index(off, R.shape[0])
+    mol = ops.molecule_index(off, R.shape[0])
     dip = torch.zeros(off.numel() - 1, 3, dtype=R.dtype).index_add(0, mol, q[:, None] * R)
     return q, dip
 
@@ -52,8 +52,8 @@ def _hippynn_forward(net, head, model, Z, R, off):
 def test_same_charges_and_dipoles_as_hippynn(qm9_h5_path, n_features, seed, start):
     Z, R, off = _qm9_slice(qm9_h5_path, start, 40)
     net, head = _hippynn_modules(n_features, seed)
-    for kernels in ("reference", "auto"):
-        model = DipoleModel.from_hippynn(net, head, dipole_origin="absolute", kernels=kernels)
+    for backend in ("reference", "auto"):
+        model = DipoleModel.from_hippynn(net, head, dipole_origin="absolute", backend=backend)
         assert next(model.parameters()).dtype == torch.float64
         ours = model(Z, R, off)
         q_ref, dip_ref = _hippynn_forward(net, head, model, Z, R, off)
@@ -95,9 +95,9 @@ def test_initialisation_statistics_match_hippynn():
 def test_centroid_origin_equals_absolute_on_centred_molecules(qm9_h5_path):
     Z, R, off = _qm9_slice(qm9_h5_path, 100, 10)
     net, head = _hippynn_modules(60, 2)
-    absolute = DipoleModel.from_hippynn(net, head, dipole_origin="absolute", kernels="reference")
-    centroid = DipoleModel.from_hippynn(net, head, dipole_origin="centroid", kernels="reference")
-    mol = ops.reference.molecule_index(off, R.shape[0])
+    absolute = DipoleModel.from_hippynn(net, head, dipole_origin="absolute", backend="reference")
+    centroid = DipoleModel.from_hippynn(net, head, dipole_origin="centroid", backend="reference")
+    mol = ops.molecule_index(off, R.shape[0])
     centres = torch.zeros(off.numel() - 1, 3, dtype=R.dtype).index_add(0, mol, R) / (off[1:] - off[:-1])[:, None]
     R_centred = R - centres[mol]
     torch.testing.assert_close(centroid(Z, R, off).dipole, absolute(Z, R_centred, off).dipole)

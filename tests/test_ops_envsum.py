@@ -21,7 +21,7 @@ CUTOFF = 6.5  # Angstrom
 
 
 def ops():
-    fops._kernels()  # fake impls + autograd
+    import fastdipole.ops.ops  # noqa: F401  (fake impls + autograd)
     return torch.ops.fastdipole
 
 
@@ -39,7 +39,7 @@ def random_problem(seed: int, sizes, n_features: int, n_sens: int, dtype=torch.f
     R = torch.cat(parts).to(dtype)
     offsets = torch.tensor([0, *np.cumsum(sizes).tolist()])
     pf, ps, ro = reference.neighbor_pairs(R, offsets, cutoff)
-    r = reference.pair_distances(R, pf, ps)
+    r = fops.pair_distances(R, pf, ps)
     z = torch.randn((R.shape[0], n_features), generator=gen, dtype=torch.float64).to(dtype)
     mu, sigma = hippynn_parameters(n_sens, dtype)
     # perturb so the Gaussians are not a regular grid (as after training)
@@ -103,7 +103,7 @@ def test_gradcheck_float64():
 
 
 def test_gradgradcheck_float64():
-    """Double backward goes through the reference formulas (documented in ops/_custom.py)."""
+    """Double backward goes through the reference formulas (documented in ops/ops.py)."""
     z, r, pf, ps, ro, mu, sigma = random_problem(2, [5, 4], 2, 3)
     sigma = sigma / 8
     fn = lambda z, r, mu, sigma: ops().gaussian_envsum(z, r, pf, ps, ro, mu, sigma, CUTOFF)  # noqa: E731
@@ -116,13 +116,13 @@ def test_force_like_double_backward_matches_reference():
     gen = torch.Generator().manual_seed(3)
     R = (torch.rand((12, 3), generator=gen, dtype=torch.float64) * 4).requires_grad_(True)
     offsets = torch.tensor([0, 12])
-    pf, ps, ro = fops.neighbor_pairs(R, offsets, CUTOFF, backend="kernels")
+    pf, ps, ro = fops.neighbor_pairs(R, offsets, CUTOFF, backend="compiled")
     z = torch.randn((12, 3), generator=gen, dtype=torch.float64)
     mu, sigma = hippynn_parameters(5)
     sigma = sigma / 8
 
     def force_norm(fn):
-        r = reference.pair_distances(R, pf, ps)
+        r = fops.pair_distances(R, pf, ps)
         energy = (fn(z, r, pf, ps, ro, mu, sigma, CUTOFF) ** 2).sum()
         (force,) = torch.autograd.grad(energy, R, create_graph=True)
         (second,) = torch.autograd.grad((force**2).sum(), R)
@@ -213,10 +213,10 @@ def test_real_qm9_molecules(qm9_h5_path):
     with h5py.File(qm9_h5_path, "r") as f:
         offsets = torch.from_numpy(f["offsets"][:101].astype(np.int64))
         R = torch.from_numpy(f["R"][: int(offsets[-1])])
-    pf, ps, ro = fops.neighbor_pairs(R, offsets, CUTOFF, backend="kernels")
+    pf, ps, ro = fops.neighbor_pairs(R, offsets, CUTOFF, backend="compiled")
     gen = torch.Generator().manual_seed(8)
     for dtype, rel in ((torch.float32, 2e-5), (torch.float64, 1e-8)):
-        r = reference.pair_distances(R.to(dtype), pf, ps)
+        r = fops.pair_distances(R.to(dtype), pf, ps)
         mu, sigma = hippynn_parameters(20, dtype)
         z = torch.randn((R.shape[0], 16), generator=gen, dtype=torch.float64).to(dtype)
         grad_env = torch.randn((R.shape[0], 20, 16), generator=gen, dtype=torch.float64).to(dtype)
@@ -230,7 +230,7 @@ def test_real_qm9_molecules(qm9_h5_path):
 def test_dispatch_entry_point():
     z, r, pf, ps, ro, mu, sigma = random_problem(9, [10, 20], 4, 6)
     pairs = fops.Pairs(pf, ps, ro)
-    got = fops.gaussian_envsum(z, r, pairs, mu.reshape(1, -1), sigma.reshape(1, -1), CUTOFF, backend="kernels")
+    got = fops.gaussian_envsum(z, r, pairs, mu.reshape(1, -1), sigma.reshape(1, -1), CUTOFF, backend="compiled")
     want = fops.gaussian_envsum(z, r, pairs, mu.reshape(1, -1), sigma.reshape(1, -1), CUTOFF, backend="reference")
     assert_close_scaled(got, want, 1e-8, "env")
 

@@ -50,8 +50,7 @@ def smoke(tmp_path_factory):
     # Leave the second run as an interrupted one: 1 of 2 epochs done, checkpoint present, no summary.
     saved = json.loads((first / "config.json").read_text())
     second = out / "runs" / SECOND
-    cfg = TrainConfig.from_dict(saved).replace(charges="mulliken", loss="paper", out=str(second), epochs=1,
-                                               extra={"reproduce": {"run": SECOND}})
+    cfg = TrainConfig.from_dict(saved).replace(charges="mulliken", loss="paper", out=str(second), epochs=1)
     train(cfg, progress=False, log=lambda msg: None)
     (second / "summary.json").unlink()
     epoch1_row = read_history(second)[0]

@@ -26,7 +26,7 @@ def qm9_300(qm9_h5_path):
 def model64(dipole_origin="centroid", seed=0):
     torch.manual_seed(seed)
     return DipoleModel.from_config(n_features=16, n_interaction_layers=2, n_atom_layers=2, n_sensitivities=8,
-                                   kernels="kernels", dipole_origin=dipole_origin).double()
+                                   backend="compiled", dipole_origin=dipole_origin).double()
 
 
 def plain_step(model, batch, charge_mode, l1, l2, direction_weight=0.0, direction_form="batch"):
@@ -146,7 +146,7 @@ def test_gradients_come_in_the_parameters_layout_and_adam_steps(qm9_300):
     from fastdipole.train.optim import make_optimizer
 
     loader = BatchLoader(qm9_300, torch.arange(100).numpy(), batch_size=50, shuffle=False)
-    model = DipoleModel.from_config(n_features=16, n_interaction_layers=2, kernels="kernels")
+    model = DipoleModel.from_config(n_features=16, n_interaction_layers=2, backend="compiled")
     opt = make_optimizer(model.parameters(), 1e-3)
     step = GraphedTrainStep(model, "mulliken", capture=False)
     before = [p.detach().clone() for p in model.parameters()]

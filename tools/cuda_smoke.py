@@ -72,7 +72,7 @@ def close(a: torch.Tensor, b: torch.Tensor, dtype) -> bool:
 
 def main() -> int:
     import fastdipole._C as ext
-    import fastdipole.ops._custom  # noqa: F401
+    import fastdipole.ops.ops  # noqa: F401
 
     check(torch.cuda.is_available(), "no CUDA device")
     check(ext.with_cuda, "fastdipole._C built without CUDA kernels")

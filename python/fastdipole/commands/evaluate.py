@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .options import backend_option, device_option
+
 
 @click.command("evaluate")
 @click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
@@ -23,17 +25,17 @@ import click
 @click.option("--charges", "charge_array", default=None,
               help="per-atom charge array to compare with, e (default: the run's, skipped when the file lacks it)")
 @click.option("--batch-size", type=int, default=512, show_default=True, help="molecules per prediction batch")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
-@click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True)
-def command(run_dir, data, split_name, split_file, which, out, charge_array, batch_size, device, kernels):
+@device_option
+@backend_option
+def command(run_dir, data, split_name, split_file, which, out, charge_array, batch_size, device, backend):
     """Dipole MAE/RMSE (D and e*A), mean relative error (%) and, against charge labels, charge MAE/RMSE (e) raw,
     centred per molecule and per element, the charge parity's Pearson r and the share of molecules whose dipole
     points with the label charges' point dipole; the total-charge error (e) of every molecule."""
-    from ..data import check_species, load_h5, load_split, split_indices
+    from ..data import check_species, has_array, load_h5, load_split, split_indices
     from ..data.elements import SYMBOLS
     from ..evaluation import evaluate, save_evaluation
     from ..train import load_checkpoint, load_model, read_config
-    from ..train.trainer import BEST, LAST, SPLIT_FILE, file_has_array
+    from ..train.run_folder import SPLIT_FILE, checkpoint_path
 
     run = Path(run_dir)
     config, meta = read_config(run)
@@ -41,7 +43,7 @@ def command(run_dir, data, split_name, split_file, which, out, charge_array, bat
     data_path = Path(data).expanduser().resolve() if data else run_data
     same_data = data_path == run_data.resolve()
     charge_array = charge_array or config.charge_array
-    dataset = load_h5(data_path, charges=charge_array if file_has_array(data_path, charge_array) else None)
+    dataset = load_h5(data_path, charges=charge_array if has_array(data_path, charge_array) else None)
     check_species(dataset, config.species)
 
     label = split_name
@@ -59,8 +61,8 @@ def command(run_dir, data, split_name, split_file, which, out, charge_array, bat
     if out is None:
         out = run / (f"eval_{label}" if same_data else f"eval_{data_path.stem}_{label}")
 
-    model = load_model(run, which=which, device=device, kernels=None if kernels == "auto" else kernels)
-    epoch = load_checkpoint(run / (BEST if which == "best" else LAST))["epoch"]
+    model = load_model(run, which=which, device=device, backend=backend)
+    epoch = load_checkpoint(checkpoint_path(run, which))["epoch"]
     result = evaluate(model, dataset, indices, batch_size)
     m = result.metrics
     title = f"{run.name} ({which}, epoch {epoch}) on {data_path.name}, {label}"

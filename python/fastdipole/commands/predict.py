@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..units import DEBYE_PER_E_ANGSTROM
+from .options import backend_option, device_option
 
 
 @click.command("predict")
@@ -27,9 +28,9 @@ from ..units import DEBYE_PER_E_ANGSTROM
 @click.option("--atom-charges", type=click.Path(dir_okay=False), default=None,
               help="CSV of the predicted atomic charges, one row per atom")
 @click.option("--batch-size", type=int, default=512, show_default=True, help="molecules per prediction batch")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
-@click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True)
-def command(structures, run_dir, smiles, charge, which, out, atom_charges, batch_size, device, kernels):
+@device_option
+@backend_option
+def command(structures, run_dir, smiles, charge, which, out, atom_charges, batch_size, device, backend):
     """Dipole moments (D and e*A) of the molecules in STRUCTURES and --smiles.
 
     STRUCTURES: files ASE reads (xyz, extxyz, sdf, mol, pdb, ...; every frame is a molecule) or .h5 files in
@@ -45,7 +46,7 @@ def command(structures, run_dir, smiles, charge, which, out, atom_charges, batch
     run = Path(run_dir)
     config, _ = read_config(run)
     dataset, names = read_structures(structures, smiles, species=config.species, charge=charge)
-    model = load_model(run, which=which, device=device, kernels=None if kernels == "auto" else kernels)
+    model = load_model(run, which=which, device=device, backend=backend)
     pred = predict(model, dataset, batch_size=batch_size)
 
     rows = []
@@ -93,7 +94,7 @@ def _formula(Z) -> str:
 
 def _write_csv(path, columns, rows) -> None:
     """Writes the rows atomically (path.tmp, then rename), so an interrupted run leaves no half file."""
-    from ..train.checkpoint import atomic_write_text
+    from ..atomic import atomic_write_text
 
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..reproduce.presets import PRESETS, STUDIES
+from .options import backend_option, device_option
 
 
 def _parse_ints(values, what: str) -> list[int]:
@@ -47,9 +48,8 @@ def _parse_studies(values) -> list[str] | None:
               help="trainings at once, each in its own process (default: the preset's; cpu: 2)")
 @click.option("--qmugs", "qmugs", type=click.Path(exists=True), default=None,
               help="QMugs-style SDF folder (e.g. tests/fixtures/qmugs) for the GFN2-xTB section; skipped when absent")
-@click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True,
-              help="compiled C++/CUDA kernels or the pure-PyTorch reference ops")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@backend_option
+@device_option
 @click.option("--threads", type=int, default=None, help="torch threads per training (default: cores / jobs)")
 @click.option("--epochs", type=int, default=None, help="override the preset's fixed epoch count of the main / sweep / size runs")
 @click.option("--max-runs", type=int, default=None,
@@ -58,7 +58,7 @@ def _parse_studies(values) -> list[str] | None:
 @click.option("--quiet", is_flag=True,
               help="print only one line per finished run (epoch lines still go to OUT/logs/RUN.log)")
 @click.pass_context
-def command(ctx, data, out, preset, seeds, only, jobs, qmugs, kernels, device, threads, epochs, max_runs,
+def command(ctx, data, out, preset, seeds, only, jobs, qmugs, backend, device, threads, epochs, max_runs,
             report_only, quiet):
     """Test the paper's claim fairly: does an auxiliary charge loss make dipole models better?
 
@@ -78,8 +78,8 @@ def command(ctx, data, out, preset, seeds, only, jobs, qmugs, kernels, device, t
         raise click.UsageError("--seeds: each seed once")
     opts = ReproduceOptions(
         out=out, data=data, preset=preset, seeds=seed_list, only=_parse_studies(only), jobs=jobs, qmugs=qmugs,
-        kernels=kernels, device=device, threads=threads, epochs=epochs, max_runs=max_runs,
-        report_only=report_only, echo=not quiet,
+        backend=backend, device=device, threads=threads, epochs=epochs, max_runs=max_runs,
+        report_only=report_only, echo=not quiet, command=" ".join(["fastdipole", *sys.argv[1:]]),
     )
     try:
         reproduce(opts, say=click.echo)

@@ -10,6 +10,7 @@ from click.core import ParameterSource
 from ..nn.dipole import CHARGE_CONSTRAINTS
 from ..train.config import CHARGE_INITS, DEFAULT_EPOCHS, LOSSES, PAPER_SETTINGS, TrainConfig
 from ..train.loss import DIRECTION_FORMS
+from .options import backend_option, device_option
 
 _D = TrainConfig()  # defaults shown by --help come from the config itself (fastdipole's recipe)
 
@@ -60,10 +61,9 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
               help="early stopping: epochs without a better validation dipole MAE")
 @click.option("--lr-patience", type=int, default=5, show_default=True,
               help="epochs without improvement before the learning rate is halved")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@device_option
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: 1 on <= 2 cores, else all)")
-@click.option("--kernels", type=click.Choice(["auto", "kernels", "reference"]), default="auto", show_default=True,
-              help="compiled C++/CUDA kernels or the pure-PyTorch reference ops")
+@backend_option
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None,
               help="replay each training step from a CUDA graph (batches padded to size buckets; 2-3x faster epochs "
                    "for QM9-sized batches)  [default: on for a CUDA device]")

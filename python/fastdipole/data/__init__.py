@@ -7,7 +7,7 @@ from .baseline import mulliken_point_charge_baseline, point_charge_dipoles
 from .batching import Batch, BatchLoader
 from .charges import average_charge_labels, element_mean_charges
 from .dataset import MoleculeDataset, check_coincident_atoms, check_species, validate
-from .h5io import bundled_sample_path, load_h5, save_h5
+from .h5io import bundled_sample_path, has_array, load_h5, save_h5
 from .splits import load_split, make_split, save_split, split_indices
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "check_coincident_atoms",
     "check_species",
     "element_mean_charges",
+    "has_array",
     "load_h5",
     "load_split",
     "make_split",

@@ -8,12 +8,12 @@ Each dataset carries a ``units`` attribute where it has units.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import DataError
 from .dataset import MoleculeDataset, check_shapes, validate
 
@@ -216,55 +216,59 @@ def _load(path: Path, f: h5py.File, charges, molecules, check) -> MoleculeDatase
     return ds
 
 
+def has_array(path, name: str) -> bool:
+    """Whether the HDF5 file ``path`` has a top-level array ``name`` (False when it cannot be read: load_h5
+    reports an unreadable file with a proper DataError)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return name in f
+    except OSError:
+        return False
+
+
 def save_h5(dataset: MoleculeDataset, path, charges_name: str = "q_mulliken", attrs: dict | None = None) -> Path:
-    """Write ``dataset`` in the fastdipole layout (gzip), atomically: ``path.tmp`` then ``os.replace``.
+    """Write ``dataset`` in the fastdipole layout (gzip), atomically (:mod:`fastdipole.atomic`).
 
     ``charges_name`` is the name the per-atom charges are stored under; ``attrs`` are extra file
     attributes (e.g. ``description``, ``sources``).
     """
     path = Path(path)
     check_shapes(dataset)
-    tmp = path.with_name(path.name + ".tmp")
     n_atoms = dataset.n_atoms
     # Row chunks (not column chunks) so reading a contiguous range of molecules touches few chunks.
     atom_chunk = max(1, min(n_atoms, 1 << 15))
     mol_chunk = max(1, min(dataset.n_molecules, 1 << 14))
     gz = dict(compression="gzip", compression_opts=9, shuffle=True, fletcher32=True)  # checksums catch corrupt chunks
-    try:
-        with h5py.File(tmp, "w") as f:
-            def put(name, data, chunk, units=None, per=None):
-                data = np.asarray(data)
-                kw = dict(gz, chunks=(chunk,) + data.shape[1:]) if data.size else {}
-                if data.dtype.kind in "OUS":
-                    data = np.asarray(data, dtype=object).astype(str).astype(object)
-                    kw.pop("fletcher32", None)  # HDF5 cannot checksum variable-length strings
-                    d = f.create_dataset(name, data=data, dtype=h5py.string_dtype(), **kw)
-                else:
-                    d = f.create_dataset(name, data=data, **kw)
-                if units:
-                    d.attrs["units"] = units
-                if per:
-                    d.attrs["per"] = per
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        def put(name, data, chunk, units=None, per=None):
+            data = np.asarray(data)
+            kw = dict(gz, chunks=(chunk,) + data.shape[1:]) if data.size else {}
+            if data.dtype.kind in "OUS":
+                data = np.asarray(data, dtype=object).astype(str).astype(object)
+                kw.pop("fletcher32", None)  # HDF5 cannot checksum variable-length strings
+                d = f.create_dataset(name, data=data, dtype=h5py.string_dtype(), **kw)
+            else:
+                d = f.create_dataset(name, data=data, **kw)
+            if units:
+                d.attrs["units"] = units
+            if per:
+                d.attrs["per"] = per
 
-            put("Z", dataset.Z.astype(np.int8 if dataset.Z.max(initial=0) < 128 else np.int16), atom_chunk, per="atom")
-            put("R", dataset.R.astype(np.float32), atom_chunk, "Angstrom", per="atom")
-            if dataset.charges is not None:
-                put(charges_name, dataset.charges.astype(np.float32), atom_chunk, CHARGE_UNITS, per="atom")
-            put("offsets", dataset.offsets.astype(np.int64), mol_chunk + 1)
-            put("mu", dataset.mu_debye.astype(np.float32), mol_chunk, "Debye", per="molecule")
-            if dataset.mu_vec_debye is not None:
-                put("mu_vec", dataset.mu_vec_debye.astype(np.float32), mol_chunk, "Debye", per="molecule")
-            counts = dataset.n_atoms_per_molecule
-            put("n_atoms", counts.astype(np.int16 if counts.max(initial=0) < 32768 else np.int32), mol_chunk, per="molecule")
-            for name, arr in dataset.extra.items():
-                if name in _CORE or name == charges_name:
-                    raise DataError(f"{dataset.source}: extra array name '{name}' clashes with a layout array")
-                put(name, arr, mol_chunk, per="molecule")
-            f.attrs["layout"] = "fastdipole-1"
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        put("Z", dataset.Z.astype(np.int8 if dataset.Z.max(initial=0) < 128 else np.int16), atom_chunk, per="atom")
+        put("R", dataset.R.astype(np.float32), atom_chunk, "Angstrom", per="atom")
+        if dataset.charges is not None:
+            put(charges_name, dataset.charges.astype(np.float32), atom_chunk, CHARGE_UNITS, per="atom")
+        put("offsets", dataset.offsets.astype(np.int64), mol_chunk + 1)
+        put("mu", dataset.mu_debye.astype(np.float32), mol_chunk, "Debye", per="molecule")
+        if dataset.mu_vec_debye is not None:
+            put("mu_vec", dataset.mu_vec_debye.astype(np.float32), mol_chunk, "Debye", per="molecule")
+        counts = dataset.n_atoms_per_molecule
+        put("n_atoms", counts.astype(np.int16 if counts.max(initial=0) < 32768 else np.int32), mol_chunk, per="molecule")
+        for name, arr in dataset.extra.items():
+            if name in _CORE or name == charges_name:
+                raise DataError(f"{dataset.source}: extra array name '{name}' clashes with a layout array")
+            put(name, arr, mol_chunk, per="molecule")
+        f.attrs["layout"] = "fastdipole-1"
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
     return path

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import DataError
 
 #: The usual QM9 dipole protocol: 110,000 training and 10,000 validation molecules, the rest test.
@@ -89,17 +89,9 @@ def _grouped_split(n: int, groups, n_train: int, n_valid: int, n_test: int, seed
 
 
 def save_split(split: dict[str, np.ndarray], path) -> Path:
-    """Write the split to an .npz file atomically (``path.tmp`` then ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:  # a file object keeps numpy from appending ".npz" to the name
-            np.savez(fh, **{k: np.asarray(v, dtype=np.int64) for k, v in split.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write the split to an .npz file atomically (:mod:`fastdipole.atomic`)."""
+    # a file object keeps numpy from appending ".npz" to the name
+    return atomic_write(path, lambda fh: np.savez(fh, **{k: np.asarray(v, dtype=np.int64) for k, v in split.items()}))
 
 
 def load_split(path) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ import torch
 
 from ..data import BatchLoader, MoleculeDataset
 from ..data.dataset import atom_indices
+from ..device import resolve_device
 from ..nn.dipole import centroid_point_dipole
 from ..units import DEBYE_PER_E_ANGSTROM
 from .metrics import (
@@ -49,13 +50,6 @@ class EvaluationResult(NamedTuple):
 
     metrics: dict
     predictions: Predictions
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None -> cuda when available, else cpu."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.no_grad()
@@ -142,7 +136,7 @@ def save_evaluation(result: EvaluationResult, out_dir, title: str = "", extra: d
     """
     from pathlib import Path
 
-    from ..train.checkpoint import atomic_write_json
+    from ..atomic import atomic_write_json
     from .plots import parity_plot
 
     out = Path(out_dir)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from ..ops.reference import molecule_index
+from ..ops import molecule_index
 from .charges import ChargeHead
 from .hipnn import HIPNN
 
@@ -60,7 +60,7 @@ class DipoleModel(nn.Module):
 
     @classmethod
     def from_hippynn(cls, hipnn_module: nn.Module, hcharge_module: nn.Module, dipole_origin: str = "absolute",
-                     kernels: str | None = None) -> "DipoleModel":
+                     backend: str = "auto") -> "DipoleModel":
         """Copy weights from ``hippynn.networks.Hipnn`` and ``hippynn.layers.targets.HCharge`` modules (the
         unconstrained head, as hippynn has it)."""
         species = [int(s) for s in hipnn_module.species_set if int(s) != 0]
@@ -75,7 +75,7 @@ class DipoleModel(nn.Module):
             dist_hard_max=float(sens.hard_max_dist),
             n_interaction_layers=hipnn_module.ni,
             n_atom_layers=hipnn_module.n_layers_per_block,
-            kernels=kernels,
+            backend=backend,
         )
         hipnn.load_hippynn_state_dict(hipnn_module.state_dict())
         head = ChargeHead(hipnn.feature_sizes)
@@ -105,7 +105,7 @@ class DipoleModel(nn.Module):
         """Dipole vectors (n_molecules, 3) and magnitudes (n_molecules,), e*Angstrom."""
         if self.dipole_origin == "centroid":
             R = R - molecule_centroids(R, offsets)[molecule_index(offsets, R.shape[0])]
-        dipole = ops.segmented_dipole(q, R, offsets, backend=self.hipnn.kernels)
+        dipole = ops.segmented_dipole(q, R, offsets, backend=self.hipnn.backend)
         return dipole, torch.linalg.vector_norm(dipole, dim=-1)
 
 

@@ -42,7 +42,8 @@ class HIPNN(nn.Module):
     m owns atoms ``offsets[m]:offsets[m+1]``. Gradients flow to ``R`` (forces, dipole derivatives).
 
     Parameter names, shapes and initialisation match ``hippynn.networks.Hipnn`` so state dicts load
-    either way.
+    either way. ``backend`` (``auto``, ``compiled``, ``reference``; see :mod:`fastdipole.ops`) is resolved once,
+    here, and used by every op of the model.
     """
 
     def __init__(
@@ -55,7 +56,7 @@ class HIPNN(nn.Module):
         dist_hard_max: float = 6.5,
         n_interaction_layers: int = 2,
         n_atom_layers: int = 3,
-        kernels: str | None = None,
+        backend: str = "auto",
         validate_inputs: bool = True,
     ):
         super().__init__()
@@ -65,7 +66,7 @@ class HIPNN(nn.Module):
         self.species = species
         self.n_features = n_features
         self.dist_hard_max = float(dist_hard_max)
-        self.kernels = kernels
+        self.backend = ops.resolve_backend(backend)  # resolved once: "compiled" or "reference"
         self.validate_inputs = validate_inputs
         self.feature_sizes = (len(species), *([n_features] * n_interaction_layers))
         # Atomic number -> one-hot column (-1 = not a species of this model); not in the state dict.
@@ -76,7 +77,7 @@ class HIPNN(nn.Module):
         self.blocks = nn.ModuleList()
         for nf_in, nf_out in zip(self.feature_sizes[:-1], self.feature_sizes[1:]):
             interaction = InteractionLayer(
-                nf_in, nf_out, n_sensitivities, dist_soft_min, dist_soft_max, dist_hard_max, kernels
+                nf_in, nf_out, n_sensitivities, dist_soft_min, dist_soft_max, dist_hard_max, self.backend
             )
             block = nn.ModuleList([ResidualLayer(interaction, nf_in, nf_out, nf_out)])
             for _ in range(n_atom_layers):
@@ -106,8 +107,8 @@ class HIPNN(nn.Module):
 
     def pairs_and_distances(self, R: Tensor, offsets: Tensor) -> tuple[ops.Pairs, Tensor]:
         """Neighbour pairs within ``dist_hard_max`` and their distances (Angstrom, differentiable in R)."""
-        pairs = ops.neighbor_pairs(R.detach(), offsets, self.dist_hard_max, backend=self.kernels)
-        r = ops.reference.pair_distances(R, pairs.first, pairs.second)
+        pairs = ops.neighbor_pairs(R.detach(), offsets, self.dist_hard_max, backend=self.backend)
+        r = ops.pair_distances(R, pairs.first, pairs.second)
         if self.validate_inputs and r.numel() and bool((r < MIN_PAIR_DISTANCE).any()):
             p = int((r < MIN_PAIR_DISTANCE).nonzero()[0, 0])
             i, j = int(pairs.first[p]), int(pairs.second[p])
@@ -128,7 +129,7 @@ class HIPNN(nn.Module):
     def forward_from_pairs(self, Z: Tensor, R: Tensor, pairs: ops.Pairs) -> list[Tensor]:
         """:meth:`forward` with the neighbour pairs (within ``dist_hard_max``) given and no input checks: no host
         synchronisation, so it can run inside a CUDA graph."""
-        r = ops.reference.pair_distances(R, pairs.first, pairs.second)
+        r = ops.pair_distances(R, pairs.first, pairs.second)
         return self.features_from_pairs(self.one_hot(Z, check=False).to(R.dtype), r, pairs)
 
     def features_from_pairs(self, z0: Tensor, r: Tensor, pairs: ops.Pairs) -> list[Tensor]:

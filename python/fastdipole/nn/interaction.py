@@ -24,11 +24,11 @@ class InteractionLayer(nn.Module):
         dist_soft_min: float,
         dist_soft_max: float,
         dist_hard_max: float,
-        kernels: str | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
         self.nf_in, self.nf_out, self.n_sens = nf_in, nf_out, n_sens
-        self.kernels = kernels
+        self.backend = backend
         self.sensitivity = InverseGaussianSensitivity(n_sens, dist_soft_min, dist_soft_max, dist_hard_max)
         self.int_weights = nn.Parameter(torch.empty(n_sens, nf_out, nf_in))
         nn.init.xavier_normal_(self.int_weights)
@@ -38,7 +38,7 @@ class InteractionLayer(nn.Module):
     def forward(self, z: Tensor, r: Tensor, pairs: ops.Pairs) -> Tensor:
         """Features (n_atoms, nf_out) from features ``z`` (n_atoms, nf_in) and pair distances ``r`` (Angstrom)."""
         sens = self.sensitivity
-        env = ops.gaussian_envsum(z, r, pairs, sens.mu, sens.sigma, sens.dist_hard_max, backend=self.kernels)
+        env = ops.gaussian_envsum(z, r, pairs, sens.mu, sens.sigma, sens.dist_hard_max, backend=self.backend)
         # (N, S*F_in) @ (S*F_in, F_out): V permuted so the contraction is one dense GEMM.
         weights = self.int_weights.permute(0, 2, 1).reshape(self.n_sens * self.nf_in, self.nf_out)
         return env.reshape(z.shape[0], -1) @ weights + self.selfint(z)

@@ -1,9 +1,9 @@
 """Pure-PyTorch reference implementations of every fastdipole op.
 
-These are the ground truth the C++/CUDA kernels are tested against, and the
-`FASTDIPOLE_KERNELS=reference` backend. They favour clarity over speed but
-stay vectorised. All take flat (unpadded) batches described by CSR `offsets`:
-molecule m owns atoms ``offsets[m]:offsets[m+1]``.
+They are the ground truth the C++/CUDA kernels are tested against, and the ``backend="reference"`` path of
+:mod:`fastdipole.ops`. They favour clarity over speed but stay vectorised. Each takes the arguments of its
+``torch.ops.fastdipole`` schema: flat (unpadded) batches described by CSR ``offsets`` (molecule m owns atoms
+``offsets[m]:offsets[m+1]``).
 
 Units: positions and distances in Angstrom, charges in e, dipoles in e*Angstrom.
 """
@@ -15,12 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-
-def molecule_index(offsets: Tensor, n_atoms: int | None = None) -> Tensor:
-    """Molecule id of every atom, shape (n_atoms,), int64."""
-    counts = offsets[1:] - offsets[:-1]
-    ids = torch.arange(counts.numel(), device=offsets.device)
-    return torch.repeat_interleave(ids, counts, output_size=n_atoms)
+from .geometry import molecule_index
 
 
 def neighbor_pairs(R: Tensor, offsets: Tensor, cutoff: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -55,11 +50,6 @@ def neighbor_pairs(R: Tensor, offsets: Tensor, cutoff: float) -> tuple[Tensor, T
     row_offsets = torch.zeros(n_atoms + 1, dtype=torch.long, device=device)
     row_offsets[1:] = torch.cumsum(row_counts, 0)
     return first, second, row_offsets
-
-
-def pair_distances(R: Tensor, pair_first: Tensor, pair_second: Tensor) -> Tensor:
-    """|R[second] - R[first]| per pair (Angstrom), differentiable with respect to R."""
-    return (R[pair_second] - R[pair_first]).norm(dim=-1)
 
 
 def sensitivities(r: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -> Tensor:

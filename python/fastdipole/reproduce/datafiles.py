@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_json
 from ..data import MoleculeDataset, load_h5, save_h5
 from ..errors import DataError, FastDipoleError
-from ..train.checkpoint import atomic_write_json
 
 #: Seed of the one shuffle that picks the test set and the pools (fixed: the same for every seed).
 SUBSET_SEED = 20_240_411

@@ -11,13 +11,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..data import bundled_sample_path, load_h5, mulliken_point_charge_baseline
-from ..train.checkpoint import atomic_write_json, atomic_write_text
+from ..train.run_folder import CONFIG_FILE
 from .datafiles import SUBSET_SEED, ReproduceError, prepare_qm9_files
 from .figures import direction_curves, learning_curves, main_figures, size_plot, sweep_plot
 from .plan import plan_runs, pool_sizes
@@ -44,13 +44,14 @@ class ReproduceOptions:
     only: list[str] | None = None
     jobs: int | None = None
     qmugs: str | None = None
-    kernels: str = "auto"
+    backend: str = "auto"
     device: str = "auto"
     threads: int | None = None
     epochs: int | None = None
     max_runs: int | None = None
     report_only: bool = False
     echo: bool = True
+    command: str | None = None  #: the command line that asked for this reproduce (recorded in reproduce.json)
 
 
 def _preset(opts: ReproduceOptions):
@@ -85,7 +86,7 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
     jobs = int(opts.jobs or preset.jobs)
     source = str(Path(opts.data).expanduser().resolve()) if opts.data else str(bundled_sample_path())
     state = _check_state(out, preset.to_dict(), source)
-    invocation = {"command": " ".join(["fastdipole", "reproduce", *sys.argv[2:]]) if _from_cli() else "reproduce()",
+    invocation = {"command": opts.command or "reproduce()",
                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "jobs": jobs, "seeds": seeds, "studies": studies,
                   "trained": [], "wall_seconds": 0.0}
     state["invocations"].append(invocation)
@@ -118,7 +119,7 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
             tests={"qm9": str(files.test)},
             n_train={f"qm9:{n}": n for n in files.pools},
             n_valid={f"qm9:{n}": files.n_valid for n in files.pools},
-            kernels=opts.kernels,
+            backend=opts.backend,
             device=opts.device,
             threads=threads,
             echo=opts.echo,
@@ -145,7 +146,7 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
             qmugs_info["baseline"] = mulliken_point_charge_baseline(qmugs_test)
         figs = _figures(out, specs, seeds, results, preset)
         main_config = None
-        main_run = out / "runs" / f"recipe-seed{seeds[0]}" / "config.json"
+        main_run = out / "runs" / f"recipe-seed{seeds[0]}" / CONFIG_FILE
         if main_run.exists():
             main_config = json.loads(main_run.read_text())
         environment = environment_info(results, opts.device, threads)
@@ -163,10 +164,6 @@ def reproduce(opts: ReproduceOptions, say=print) -> Path:
         save_state()
     say(f"report: {report}")
     return report
-
-
-def _from_cli() -> bool:
-    return len(sys.argv) > 1 and sys.argv[1] == "reproduce"
 
 
 def command_line(opts: ReproduceOptions, preset: str, seeds, studies, jobs: int) -> str:
@@ -222,7 +219,7 @@ def environment_info(results: dict, device: str, threads) -> dict:
     import torch
 
     from .. import __version__
-    from ..evaluation.evaluate import resolve_device
+    from ..device import resolve_device
     from ..ops import extension_available
 
     cpu = platform.processor() or platform.machine()
@@ -237,14 +234,14 @@ def environment_info(results: dict, device: str, threads) -> dict:
         mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
     except (ValueError, OSError, AttributeError):
         mem = None
-    kernels = sorted({m.get("kernels") for m in results.values() if m.get("kernels")})
+    backends = sorted({m.get("backend") or m.get("kernels") for m in results.values()} - {None})
     run_threads = sorted({m.get("threads") for m in results.values() if m.get("threads")})
     return {
         "fastdipole": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "kernels": ", ".join(kernels) if kernels else ("compiled" if extension_available() else "reference"),
+        "backend": ", ".join(backends) if backends else ("compiled" if extension_available() else "reference"),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gb": mem,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from ..train.config import PAPER_L1, RECIPE_L1
 
-
 #: Studies a reproduce run can contain (``--only`` picks a subset).
 STUDIES = ("recipes", "main", "sweep", "size", "qmugs")
 

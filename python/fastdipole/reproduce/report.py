@@ -244,7 +244,7 @@ def settings_section(inp: ReportInputs, done: list[RunSpec]) -> str:
         f"(training {_minutes(train_total)} summed over {len(done)} finished runs, up to "
         f"{max((i.get('jobs', 1) for i in inp.invocations), default=1)} in parallel).",
         f"- Software: fastdipole {env.get('fastdipole')}, torch {env.get('torch')}, numpy {env.get('numpy')}, "
-        f"Python {env.get('python')}; compiled kernels: {env.get('kernels')}; git {env.get('git', 'unknown')}.",
+        f"Python {env.get('python')}; ops backend: {env.get('backend')}; git {env.get('git', 'unknown')}.",
         f"- Machine: {env.get('cpu')}, {env.get('cores')} cores, {env.get('memory_gb', '?')} GB RAM, "
         f"{env.get('platform')}; device {env.get('device')}; {env.get('threads_per_run')} thread(s) per run.",
     ]
@@ -272,7 +272,7 @@ def files_section(inp: ReportInputs) -> str:
 
 
 def write_report(inp: ReportInputs) -> Path:
-    from ..train.checkpoint import atomic_write_text
+    from ..atomic import atomic_write_text
 
     path = Path(inp.out_dir) / REPORT_FILE
     atomic_write_text(render(inp), path)

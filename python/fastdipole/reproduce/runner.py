@@ -22,18 +22,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..atomic import atomic_write_json
 from ..errors import FastDipoleError
-from ..train import TrainConfig, load_model, read_config, read_history, train
-from ..train.checkpoint import atomic_write_json
 from ..evaluation.metrics import error_tail
+from ..train import TrainConfig, load_model, read_config, train
+from ..train.run_folder import CONFIG_FILE, LAST, RESUMABLE_FIELDS, RUN_FILES, SUMMARY_FILE, checkpoint_path
 from .plan import RunSpec
 
 TEST_METRICS = "test_metrics.json"
 TEST_PREDICTIONS = "test_predictions.npz"
 LOG_DIR = "logs"  # <out>/logs/<run>.log: the trainer refuses a non-empty new run folder, so logs live outside
 # Files the trainer and this runner write into a run folder (the only ones a restart may delete).
-_RUN_FILES = ("config.json", "split.npz", "charge_means.json", "metrics.csv", "checkpoint_last.pt",
-              "checkpoint_best.pt", "summary.json", TEST_METRICS, TEST_PREDICTIONS)
+_RUN_FILES = (*RUN_FILES, TEST_METRICS, TEST_PREDICTIONS)
 
 
 @dataclass
@@ -48,7 +48,7 @@ class RunEnv:
     n_train: dict[str, int]  # "qm9:<n_train>" / "qmugs" -> training molecules of that pool
     n_valid: dict[str, int]  # "qm9:<n_train>" / "qmugs" -> validation molecules of that pool
     qmugs_species: list[int] = field(default_factory=list)
-    kernels: str = "auto"
+    backend: str = "auto"
     device: str = "auto"
     threads: int | None = None
     echo: bool = True  # print the trainer's lines (prefixed with the run name) besides the run's log
@@ -89,8 +89,7 @@ def train_config(spec: RunSpec, env: RunEnv) -> TrainConfig:
         eval_batch_size=p.eval_batch_size,
         device=env.device,
         threads=env.threads,
-        kernels=env.kernels,
-        extra={"reproduce": {"run": spec.name, "arm": spec.arm, "studies": list(spec.studies), "preset": p.name}},
+        backend=env.backend,
         **spec.config_settings(),
     )
     return TrainConfig(**values)
@@ -102,19 +101,17 @@ def train_config(spec: RunSpec, env: RunEnv) -> TrainConfig:
 def run_state(run_dir) -> str:
     """``done``, ``trained`` (needs only the test evaluation), ``partial`` (resume) or ``new``."""
     run_dir = Path(run_dir)
-    if (run_dir / TEST_METRICS).exists() and (run_dir / "summary.json").exists():
+    if (run_dir / TEST_METRICS).exists() and (run_dir / SUMMARY_FILE).exists():
         return "done"
-    if (run_dir / "summary.json").exists():
+    if (run_dir / SUMMARY_FILE).exists():
         return "trained"
-    if (run_dir / "checkpoint_last.pt").exists() and (run_dir / "config.json").exists():
+    if (run_dir / LAST).exists() and (run_dir / CONFIG_FILE).exists():
         return "partial"
     return "new"
 
 
 def check_run_settings(run_dir, config: TrainConfig) -> None:
     """Refuse a run folder whose saved settings differ from the planned ones (other preset, data, ...)."""
-    from ..train.trainer import RESUMABLE_FIELDS
-
     saved, _ = read_config(run_dir)
     diffs = []
     for name, value in config.to_dict().items():
@@ -178,7 +175,7 @@ def execute_run(spec_dict: dict, env_dict: dict) -> dict:
 
 
 def _device(name: str) -> str:
-    from ..evaluation.evaluate import resolve_device
+    from ..device import resolve_device
 
     return str(resolve_device(name))
 
@@ -193,13 +190,12 @@ def score_on_test(run_dir: Path, env: RunEnv, spec: RunSpec, log=print) -> dict:
     t0 = time.perf_counter()
     test_path = env.tests["qmugs" if spec.dataset == "qmugs" else "qm9"]
     test = load_h5(test_path, charges="q_mulliken", check=False)
-    kernels = None if env.kernels == "auto" else env.kernels
     device = _device(env.device)
-    model = load_model(run_dir, "best", device=device, kernels=kernels)
+    model = load_model(run_dir, "best", device=device, backend=env.backend)
     result = evaluate(model, test, None, env.preset["eval_batch_size"], device)
     pred = result.predictions
-    summary = json.loads((run_dir / "summary.json").read_text())
-    best = load_checkpoint(run_dir / "checkpoint_best.pt")
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    best = load_checkpoint(checkpoint_path(run_dir, "best"))
     metrics = {
         "run": spec.name,
         "spec": spec.to_dict(),
@@ -213,7 +209,7 @@ def score_on_test(run_dir: Path, env: RunEnv, spec: RunSpec, log=print) -> dict:
         "train_seconds": summary["elapsed_seconds"],
         "eval_seconds": time.perf_counter() - t0,
         "split_sizes": meta["run"]["split_sizes"],
-        "kernels": meta["run"]["kernels"],
+        "backend": meta["run"]["backend"],
         "threads": meta["run"]["threads"],
         "device": meta["run"]["device"],
     }

@@ -1,48 +1,16 @@
-"""Atomic files of a run folder: checkpoints (torch) and small JSON/text files.
-
-Every write goes to ``<name>.tmp`` in the same folder and is moved into place with ``os.replace``,
-so a crash or Ctrl-C mid-write leaves the previous file intact and no partial file behind.
-"""
+"""Checkpoints of a run: model, optimiser, schedule and RNG states, written atomically (:mod:`fastdipole.atomic`)."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
+
 CHECKPOINT_FORMAT = "fastdipole-checkpoint-1"
-
-
-def _atomic(path, write) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_torch_save(obj, path) -> Path:
-    """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    return _atomic(path, lambda fh: torch.save(obj, fh))
-
-
-def atomic_write_text(text: str, path) -> Path:
-    return _atomic(path, lambda fh: fh.write(text.encode()))
-
-
-def atomic_write_json(obj, path) -> Path:
-    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
 
 
 # ---- RNG states -------------------------------------------------------------------------------------
@@ -89,7 +57,7 @@ def save_checkpoint(path, *, model, optimizer, scheduler, epoch: int, best_metri
         "metrics": dict(metrics or {}),
         "rng": rng_state(),
     }
-    return atomic_torch_save(state, path)
+    return atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..device import DEVICES
 
 #: The paper's loss weights: charges (l1) and dipole magnitude (l2).
 PAPER_L1 = 0.04
@@ -34,8 +36,6 @@ PAPER_SETTINGS = {"charge_constraint": "none", "charge_init": "random", "directi
 #: Values of fields that config.json files written before the field existed were trained with (l1 and l2 were
 #: always saved).
 LEGACY_SETTINGS = {"loss": "paper", **{k: v for k, v in PAPER_SETTINGS.items() if k not in ("l1", "l2")}}
-DEVICES = ("cpu", "cuda", "auto")
-KERNEL_CHOICES = ("auto", "kernels", "reference")
 
 #: Epochs of a default ``fastdipole train`` (sized so the bundled sample trains in a few minutes on 2 CPU cores).
 DEFAULT_EPOCHS = 80
@@ -90,12 +90,11 @@ class TrainConfig:
     # machine
     device: str = "auto"
     threads: int | None = None
-    kernels: str = "auto"
+    backend: str = "auto"  # auto | compiled (C++/CUDA kernels) | reference (pure PyTorch); see fastdipole.ops
     # replay each padded batch size's training step from a CUDA graph: None (auto) = on CUDA devices only,
     # True = asked for (a note when the device is not CUDA), False = never
     cuda_graphs: bool | None = None
     max_minutes: float | None = None
-    extra: dict = field(default_factory=dict)  # free-form notes (e.g. from `reproduce`)
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -118,8 +117,10 @@ class TrainConfig:
             raise ValueError(f"charges must be one of {CHARGE_MODES}, got {self.charges!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.kernels not in KERNEL_CHOICES:
-            raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {self.kernels!r}")
+        from ..ops import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
         if self.l1 < 0 or self.l2 < 0:

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..units import DEBYE_PER_E_ANGSTROM
 from ..nn.dipole import centroid_point_dipole
+from ..units import DEBYE_PER_E_ANGSTROM
 from .loss import LossTerms, weighted_paper_loss
 
 
@@ -119,7 +119,7 @@ class GraphedTrainStep:
 
         # Pairs of the real atoms (the pad molecule has none: its atoms are 2 x cutoff apart).
         found = ops.neighbor_pairs(atoms.R[:n_atoms], atoms.offsets[: n_mol + 1], self.cutoff,
-                                   backend=self.model.hipnn.kernels)
+                                   backend=self.model.hipnn.backend)
         n_pairs = int(found.first.shape[0])
         n_pad_pairs = round_up(n_pairs + 1, self.steps.pairs)
         pairs = self._pair_buffers(n_pad_atoms, n_pad_pairs)

@@ -7,7 +7,8 @@ import io
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from ..atomic import atomic_write_text
+from .run_folder import METRICS_FILE
 
 COLUMNS = (
     "epoch",
@@ -31,7 +32,6 @@ COLUMNS = (
     "elapsed_seconds",
 )
 
-METRICS_FILE = "metrics.csv"
 
 
 def _cell(value) -> str:

@@ -1,8 +1,10 @@
-"""Training loop: data checks, split, charge labels, Adam + ReduceLROnPlateau, early stopping,
-atomic checkpoints and exact resume. No click here: ``train(config)`` is the Python API.
+"""Training loop: data checks, split, charge labels, Adam + ReduceLROnPlateau, early stopping, atomic
+checkpoints and exact resume. No click here: ``train(config)`` is the Python API.
 
-Run folder: ``config.json``, ``split.npz``, ``charge_means.json`` (average mode), ``metrics.csv``,
-``checkpoint_last.pt``, ``checkpoint_best.pt``, ``summary.json``.
+``train`` runs named steps: prepare the run folder (and, with ``resume``, read everything the run saved),
+build the data, build the model, the epoch loop, finish. Resuming is decided once, in :func:`_prepare`: the
+later steps take the saved split, charge means and checkpoint from the :class:`_Saved` it returns, or make
+new ones. File names and reading a run back live in :mod:`fastdipole.train.run_folder`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,131 +23,73 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..atomic import atomic_write_json
 from ..data import (
     BatchLoader,
     MoleculeDataset,
     average_charge_labels,
     check_species,
     element_mean_charges,
+    has_array,
     load_h5,
     load_split,
     make_split,
     save_split,
     validate,
 )
+from ..device import resolve_device
 from ..errors import DataError, FastDipoleError
-from ..evaluation.evaluate import evaluate, resolve_device
+from ..evaluation.evaluate import evaluate
 from ..nn import DipoleModel
 from ..units import DEBYE_PER_E_ANGSTROM
-from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, set_rng_state
-from .config import LEGACY_SETTINGS, TrainConfig
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .graphed import GraphedTrainStep
 from .history import read_history, write_history
 from .loss import batch_loss
-from .graphed import GraphedTrainStep
 from .optim import make_optimizer
+from .run_folder import (
+    BEST,
+    CHARGE_MEANS_FILE,
+    CONFIG_FILE,
+    LAST,
+    RESUMABLE_FIELDS,
+    SPLIT_FILE,
+    SUMMARY_FILE,
+    RunFolderError,
+    default_run_dir,
+    read_config,
+)
 
-CONFIG_FILE = "config.json"
-SPLIT_FILE = "split.npz"
-CHARGE_MEANS_FILE = "charge_means.json"
-LAST = "checkpoint_last.pt"
-BEST = "checkpoint_best.pt"
-SUMMARY_FILE = "summary.json"
 # Per-molecule array naming the molecule a conformer belongs to (QMugs files): a random split keeps each
 # group in one part, so no conformer of a test molecule is trained on.
 SPLIT_GROUP_KEY = "chembl_id"
-
-#: Settings that may change when a run is resumed (they do not change the function being trained).
-RESUMABLE_FIELDS = ("epochs", "max_minutes", "device", "threads", "kernels", "cuda_graphs", "eval_batch_size", "out",
-                    "extra")
-
-
-class RunFolderError(FastDipoleError):
-    """The run folder cannot be used as asked (not empty without --resume, nothing to resume, ...)."""
 
 
 class TrainingError(FastDipoleError):
     """Training cannot go on (e.g. the loss became NaN)."""
 
 
-# ---- run folder helpers -------------------------------------------------------------------------------
+@dataclass
+class _Saved:
+    """What an interrupted run left in its folder, read once when it is resumed."""
+
+    meta: dict  # config.json's "run" entry
+    split: dict[str, np.ndarray]
+    charge_means: dict[int, float] | None
+    checkpoint: dict  # checkpoint_last.pt
+    history: list[dict]  # metrics.csv rows up to the checkpoint's epoch
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+@dataclass
+class _Progress:
+    """Where the epoch loop stands (saved in every checkpoint)."""
 
-
-def read_config(run_dir) -> tuple[TrainConfig, dict]:
-    """The run's :class:`TrainConfig` and the whole ``config.json`` (with run metadata)."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        raise RunFolderError(f"{run_dir}: no {CONFIG_FILE} (not a fastdipole run folder)")
-    raw = json.loads(path.read_text())
-    # A field missing from an older config.json takes the value that run was trained with, not today's default.
-    return TrainConfig.from_dict({**LEGACY_SETTINGS, **raw}), raw
-
-
-def load_model(run_dir, which: str = "best", device="cpu", kernels: str | None = "auto") -> DipoleModel:
-    """The trained :class:`DipoleModel` of a run (``which``: ``best`` or ``last`` checkpoint), in eval mode."""
-    if which not in ("best", "last"):
-        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    config, _ = read_config(run_dir)
-    path = Path(run_dir) / (BEST if which == "best" else LAST)
-    if not path.exists():
-        raise RunFolderError(f"{run_dir}: no {path.name} (the run has not finished an epoch)")
-    state = load_checkpoint(path)
-    model = DipoleModel.from_config(kernels=kernels, **config.model_kwargs())
-    model.load_state_dict(state["model"])
-    return model.to(resolve_device(device)).eval()
-
-
-def _versions() -> dict:
-    import h5py
-
-    from ..ops import extension_available
-
-    return {
-        "fastdipole": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "h5py": h5py.__version__,
-        "python": platform.python_version(),
-        "extension": bool(extension_available()),
-    }
-
-
-def file_has_array(path: Path, name: str) -> bool:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return name in f
-    except OSError:
-        return False  # load_h5 reports an unreadable file with a proper DataError
-
-
-def _load_data(config: TrainConfig) -> MoleculeDataset:
-    """Load (and validate) the dataset; charge labels are required unless the charge mode is ``none``."""
-    path = config.data_path()
-    needs = config.charges != "none"
-    charges = config.charge_array if needs or file_has_array(path, config.charge_array) else None
-    return load_h5(path, charges=charges, check=True)
-
-
-def _check_resume_config(saved: TrainConfig, asked: TrainConfig, run_dir: Path) -> TrainConfig:
-    """``saved`` with the resumable fields of ``asked``; refuses changes that would alter the run."""
-    diffs = []
-    for name, value in asked.to_dict().items():
-        if name in RESUMABLE_FIELDS or name == "data":
-            continue
-        if name == "species" and value is None:
-            continue
-        if getattr(saved, name) != value:
-            diffs.append(f"{name}={value!r} (run has {getattr(saved, name)!r})")
-    if asked.data is not None and saved.data is not None and asked.data_path() != saved.data_path():
-        diffs.append(f"data={str(asked.data_path())!r} (run has {saved.data!r})")
-    if diffs:
-        raise RunFolderError(f"{run_dir}: --resume cannot change settings of the run: {', '.join(diffs)}")
-    return saved.replace(**{k: getattr(asked, k) for k in RESUMABLE_FIELDS if k != "out"})
+    epoch: int = 0  # completed epochs
+    best: float = math.inf  # best validation |mu| MAE, e*Angstrom
+    best_epoch: int = 0
+    stale: int = 0  # epochs without a better validation MAE
+    history: list[dict] = field(default_factory=list)
 
 
 # ---- training -----------------------------------------------------------------------------------------
@@ -165,32 +110,93 @@ def train(
     split, same shuffling, next epoch). ``dataset`` skips reading ``config.data`` (it must be that
     file's content). ``progress``: the tqdm bar on stderr (None: only when stderr is a terminal, so a log
     redirected to a file gets the per-epoch lines, not one line per bar refresh). ``on_epoch`` gets each
-    epoch's metrics row; ``log`` gets the printed lines (default: tqdm-safe print). Ctrl-C leaves ``checkpoint_last.pt`` at the last completed epoch.
+    epoch's metrics row; ``log`` gets the printed lines (default: tqdm-safe print). Ctrl-C leaves
+    ``checkpoint_last.pt`` at the last completed epoch.
     """
     say = log or (lambda msg: _tqdm().write(msg))
-    run_dir = Path(config.out) if config.out else default_run_dir()
-
-    if resume:
-        if not (run_dir / CONFIG_FILE).exists() or not (run_dir / LAST).exists():
-            raise RunFolderError(f"{run_dir}: nothing to resume (needs {CONFIG_FILE} and {LAST})")
-        saved, meta = read_config(run_dir)
-        config = _check_resume_config(saved, config, run_dir)
-    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise RunFolderError(
-            f"{run_dir}: run folder exists and is not empty; use --resume to continue it or choose another --out"
-        )
-    config = config.replace(out=str(run_dir))
-
+    config, run_dir, saved = _prepare(config, resume)
     torch.set_num_threads(config.resolved_threads())
     device = resolve_device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FastDipoleError("--device cuda asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
-    kernel_backend = _resolved_kernels(config.kernels)  # fails early if compiled kernels are asked for but missing
-    dtype = torch.float32
+    backend = _resolved_backend(config.backend)  # fails early if compiled kernels are asked for but missing
 
-    # Data first, so bad data fails with a one-line DataError before anything is written.
+    # Data, split and charge labels come before anything is written (their errors leave no files).
+    config, dataset, split, labels, means = _build_data(config, dataset, saved)
+    meta = _write_run_files(config, run_dir, dataset, split, means, saved, device, backend)
+    model, optimizer, scheduler = _build_model(config, device, backend, dataset, split, means, saved)
+    state = _start(run_dir, model, optimizer, scheduler, saved, say)
+
+    loader = BatchLoader(dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
+                         dtype=torch.float32, charges=labels)
+    graphed_step = None
+    if device.type == "cuda" and config.cuda_graphs is not False:  # on by default on a GPU
+        graphed_step = GraphedTrainStep(model, config.charges, direction_form=config.direction_form)
+        say("training steps replay from CUDA graphs (--no-cuda-graphs: plain eager steps)")
+    elif config.cuda_graphs:
+        say(f"note: --cuda-graphs needs a CUDA device; training on {device} without them")
+    grouped = f", conformers grouped by {SPLIT_GROUP_KEY}" if SPLIT_GROUP_KEY in dataset.extra and \
+        config.split == "random" else ""
+    say(f"training on {dataset.n_molecules} molecules of {dataset.source} "
+        f"(train {len(split['train'])}, valid {len(split['valid'])}, test {len(split['test'])}{grouped}), "
+        f"charges={config.charges}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"device {device}, {torch.get_num_threads()} thread(s), backend {meta['backend']}")
+    if backend == "reference" and config.backend == "auto":
+        say("note: the compiled fastdipole kernels are not available; using the pure-PyTorch reference ops "
+            "(several times slower; build the package with `pip install --no-build-isolation .`)")
+
+    stop_reason = _epoch_loop(config, run_dir, model, optimizer, scheduler, loader, dataset, split, state, device,
+                              graphed_step, progress, on_epoch, say)
+    return _finish(run_dir, state, stop_reason, say)
+
+
+def _prepare(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path, _Saved | None]:
+    """The run folder and the settings to train with; with ``resume``, everything the run saved."""
+    run_dir = Path(config.out) if config.out else default_run_dir()
+    saved = None
+    if resume:
+        if not (run_dir / CONFIG_FILE).exists() or not (run_dir / LAST).exists():
+            raise RunFolderError(f"{run_dir}: nothing to resume (needs {CONFIG_FILE} and {LAST})")
+        previous, raw = read_config(run_dir)
+        config = _check_resume_config(previous, config, run_dir)
+        checkpoint = load_checkpoint(run_dir / LAST)  # on CPU: RNG states must stay CPU tensors
+        means_path = run_dir / CHARGE_MEANS_FILE
+        means = ({int(z): float(v) for z, v in json.loads(means_path.read_text())["means_e"].items()}
+                 if means_path.exists() else None)
+        # Rows past the checkpoint (written just before an interruption) are redone.
+        history = [row for row in read_history(run_dir) if row["epoch"] <= checkpoint["epoch"]]
+        saved = _Saved(raw.get("run", {}), load_split(run_dir / SPLIT_FILE), means, checkpoint, history)
+    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise RunFolderError(
+            f"{run_dir}: run folder exists and is not empty; use --resume to continue it or choose another --out"
+        )
+    return config.replace(out=str(run_dir)), run_dir, saved
+
+
+def _check_resume_config(saved: TrainConfig, asked: TrainConfig, run_dir: Path) -> TrainConfig:
+    """``saved`` with the resumable fields of ``asked``; refuses changes that would alter the run."""
+    diffs = []
+    for name, value in asked.to_dict().items():
+        if name in RESUMABLE_FIELDS or name == "data":
+            continue
+        if name == "species" and value is None:
+            continue
+        if getattr(saved, name) != value:
+            diffs.append(f"{name}={value!r} (run has {getattr(saved, name)!r})")
+    if asked.data is not None and saved.data is not None and asked.data_path() != saved.data_path():
+        diffs.append(f"data={str(asked.data_path())!r} (run has {saved.data!r})")
+    if diffs:
+        raise RunFolderError(f"{run_dir}: --resume cannot change settings of the run: {', '.join(diffs)}")
+    return saved.replace(**{k: getattr(asked, k) for k in RESUMABLE_FIELDS if k != "out"})
+
+
+def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Saved | None):
+    """The checked dataset, the config with its species and data path, the split, the loss's charge labels
+    (None: the file's, or none) and the per-element means (average mode)."""
     if dataset is None:
-        dataset = _load_data(config)
+        path = config.data_path()
+        wanted = config.charges != "none" or has_array(path, config.charge_array)
+        dataset = load_h5(path, charges=config.charge_array if wanted else None, check=True)
     else:
         validate(dataset)
     if config.charges != "none" and dataset.charges is None:
@@ -199,15 +205,11 @@ def train(
     check_species(dataset, species)
     config = config.replace(species=species, data=str(config.data_path()))
 
-    # Split and charge labels are computed before anything is written (their errors leave no files).
-    groups = None
-    if resume:
-        split = load_split(run_dir / SPLIT_FILE)
-        if meta.get("run", {}).get("n_molecules") not in (None, dataset.n_molecules):
-            raise DataError(
-                f"{dataset.source}: has {dataset.n_molecules} molecules but the run was trained on "
-                f"{meta['run']['n_molecules']}; cannot resume on different data"
-            )
+    if saved is not None:
+        if saved.meta.get("n_molecules") not in (None, dataset.n_molecules):
+            raise DataError(f"{dataset.source}: has {dataset.n_molecules} molecules but the run was trained on "
+                            f"{saved.meta['n_molecules']}; cannot resume on different data")
+        split = saved.split
     else:
         # Conformers of one molecule (QMugs' chembl_id) stay in one part of a random split.
         groups = dataset.extra.get(SPLIT_GROUP_KEY) if config.split == "random" else None
@@ -217,143 +219,134 @@ def train(
             raise DataError(f"{dataset.source}: the validation split is empty ({dataset.n_molecules} molecules, "
                             f"valid={config.valid_fraction}); early stopping needs validation molecules")
 
-    # Charge labels of the loss: the file's (mulliken), per-element training means (average), none.
-    labels, means = None, None
-    means_path = run_dir / CHARGE_MEANS_FILE
+    labels, means = None, None  # average mode: per-element training means (computed once, saved)
     if config.charges == "average":
-        if resume and means_path.exists():
-            means = {int(z): float(v) for z, v in json.loads(means_path.read_text())["means_e"].items()}
-        else:
-            means = element_mean_charges(dataset, split["train"])
+        means = saved.charge_means if saved is not None and saved.charge_means else \
+            element_mean_charges(dataset, split["train"])
         labels = average_charge_labels(dataset, means)
+    return config, dataset, split, labels, means
 
+
+def _write_run_files(config, run_dir: Path, dataset, split, means, saved: _Saved | None, device, backend) -> dict:
+    """Split and charge means (new runs) and ``config.json`` with the run's metadata; returns the metadata."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if saved is None:
         save_split(split, run_dir / SPLIT_FILE)
         if means is not None:
             atomic_write_json({"units": "e", "computed_on": "train split", "charge_array": config.charge_array,
-                               "means_e": {str(z): v for z, v in sorted(means.items())}}, means_path)
-
-    run_meta = {
-        "species": species,
+                               "means_e": {str(z): v for z, v in sorted(means.items())}}, run_dir / CHARGE_MEANS_FILE)
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    meta = {
+        "species": config.species,
         "data_path": str(config.data_path()),
         "n_molecules": dataset.n_molecules,
         "n_atoms": dataset.n_atoms,
         "split_sizes": {k: int(len(v)) for k, v in split.items()},
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "kernels": kernel_backend,
+        "backend": backend,
         "versions": _versions(),
+        "created": (saved.meta.get("created") if saved else None) or now,
     }
-    created = meta.get("run", {}).get("created") if resume else None
-    run_meta["created"] = created or time.strftime("%Y-%m-%d %H:%M:%S")
-    if resume:
-        run_meta["resumed"] = [*meta.get("run", {}).get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S")]
-    atomic_write_json({**config.to_dict(), "run": run_meta}, run_dir / CONFIG_FILE)
+    if saved is not None:
+        meta["resumed"] = [*saved.meta.get("resumed", []), now]
+    atomic_write_json({**config.to_dict(), "run": meta}, run_dir / CONFIG_FILE)
+    return meta
 
-    # Model, optimiser, schedule. The seed fixes the initial weights; shuffling is seeded per epoch.
+
+def _build_model(config: TrainConfig, device, backend: str, dataset, split, means, saved: _Saved | None):
+    """Model, optimiser and schedule; the seed fixes the initial weights (a resumed run loads its own)."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
-    kernels = None if config.kernels == "auto" else config.kernels
-    model = DipoleModel.from_config(kernels=kernels, **config.model_kwargs()).to(device=device, dtype=dtype)
-    if config.uses_element_mean_init() and not resume:
+    model = DipoleModel.from_config(backend=backend, **config.model_kwargs()).to(device=device, dtype=torch.float32)
+    if config.uses_element_mean_init() and saved is None:
         _init_charge_head(model, config, means if means is not None else element_mean_charges(dataset, split["train"]))
     optimizer = make_optimizer(model.parameters(), config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
     )
-    loader = BatchLoader(dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
-                         dtype=dtype, charges=labels)
-    graphed_step = None
-    if device.type == "cuda" and config.cuda_graphs is not False:  # on by default on a GPU
-        graphed_step = GraphedTrainStep(model, config.charges, direction_form=config.direction_form)
-        say("training steps replay from CUDA graphs (--no-cuda-graphs: plain eager steps)")
-    elif config.cuda_graphs:
-        say(f"note: --cuda-graphs needs a CUDA device; training on {device} without them")
+    return model, optimizer, scheduler
 
-    start_epoch, best, best_epoch, stale = 0, math.inf, 0, 0
-    history: list[dict] = []
-    if resume:
-        state = load_checkpoint(run_dir / LAST)  # on CPU: RNG states must stay CPU tensors
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        start_epoch, best, best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
-        stale = state["epochs_without_improvement"]
-        # Rows past the checkpoint (written just before an interruption) are redone.
-        history = [row for row in read_history(run_dir) if row["epoch"] <= start_epoch]
-        write_history(history, run_dir)
-        say(f"resuming {run_dir} after epoch {start_epoch} (best valid |mu| MAE "
-            f"{best * DEBYE_PER_E_ANGSTROM:.4f} D at epoch {best_epoch})")
-    else:
-        write_history(history, run_dir)
-        _save(run_dir / LAST, model, optimizer, scheduler, 0, best, best_epoch, stale, {})
 
-    grouped = f", conformers grouped by {SPLIT_GROUP_KEY}" if groups is not None else ""
-    say(f"training on {dataset.n_molecules} molecules of {dataset.source} "
-        f"(train {len(split['train'])}, valid {len(split['valid'])}, test {len(split['test'])}{grouped}), "
-        f"charges={config.charges}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"device {device}, {torch.get_num_threads()} thread(s), kernels {run_meta['kernels']}")
+def _init_charge_head(model: DipoleModel, config: TrainConfig, means_e: dict[int, float]) -> None:
+    """Start the charge head at the training split's per-element mean label charges (``config.charge_init``):
+    the first predictions then point the dipoles roughly like the labels', in the basin the labels choose."""
+    head = model.charges
+    head.set_element_charges(model.hipnn.species, means_e)
+    if config.charge_init == "element_means_only":
+        with torch.no_grad():
+            for layer in head.layers[1:]:
+                layer.weight.zero_()
+                layer.bias.zero_()
 
-    if kernel_backend == "reference" and config.kernels == "auto":
-        say("note: the compiled fastdipole kernels are not available; using the pure-PyTorch reference ops "
-            "(several times slower; build the package with `pip install --no-build-isolation .`)")
+
+def _start(run_dir: Path, model, optimizer, scheduler, saved: _Saved | None, say) -> _Progress:
+    """The loop's starting point: the saved checkpoint of a resumed run, else epoch 0 (saved as such)."""
+    if saved is None:
+        state = _Progress()
+        write_history(state.history, run_dir)
+        _save(run_dir / LAST, model, optimizer, scheduler, state, {})
+        return state
+    ck = saved.checkpoint
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    set_rng_state(ck["rng"])
+    state = _Progress(ck["epoch"], ck["best_metric"], ck["best_epoch"], ck["epochs_without_improvement"],
+                      saved.history)
+    write_history(state.history, run_dir)
+    say(f"resuming {run_dir} after epoch {state.epoch} (best valid |mu| MAE "
+        f"{state.best * DEBYE_PER_E_ANGSTROM:.4f} D at epoch {state.best_epoch})")
+    return state
+
+
+def _epoch_loop(config, run_dir: Path, model, optimizer, scheduler, loader, dataset, split, state: _Progress,
+                device, graphed_step, progress, on_epoch, say) -> str:
+    """Epochs ``state.epoch + 1 .. config.epochs``: train, validate, log, checkpoint; returns why it stopped."""
     t0 = time.perf_counter()
-    elapsed_before = history[-1]["elapsed_seconds"] if history else 0.0
+    elapsed_before = state.history[-1]["elapsed_seconds"] if state.history else 0.0
     epoch_times: list[float] = []
-    stop_reason = "max epochs"
-    epoch = start_epoch
-    bar = _tqdm()(total=max(config.epochs - start_epoch, 0) * len(loader),
+    bar = _tqdm()(total=max(config.epochs - state.epoch, 0) * len(loader),
                   disable=None if progress is None else not progress,  # None: tqdm's "only on a terminal"
                   unit="batch", dynamic_ncols=True, file=sys.stderr)
-    last_valid = history[-1]["valid_dipole_mae_debye"] if history else None
+    last_valid = state.history[-1]["valid_dipole_mae_debye"] if state.history else None
+    stop_reason = "max epochs"
     try:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
+        for epoch in range(state.epoch + 1, config.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            reason = _stop_reason(config, lr, stale, time.perf_counter() - t0, epoch_times)
+            reason = _stop_reason(config, lr, state.stale, time.perf_counter() - t0, epoch_times)
             if reason:
                 stop_reason = reason
-                epoch -= 1
                 break
             t_epoch = time.perf_counter()
             bar.set_description(f"epoch {epoch}/{config.epochs}")
             train_terms = _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid, graphed_step)
-
-            result = evaluate(model, dataset, split["valid"], config.eval_batch_size, device)
-            valid = result.metrics
+            valid = evaluate(model, dataset, split["valid"], config.eval_batch_size, device).metrics
             warmup = epoch <= config.charge_warmup_epochs  # charge-only epochs: no lr schedule / patience yet
             if not warmup:
                 scheduler.step(valid["dipole_mae_e_angstrom"])
-            if valid["dipole_mae_e_angstrom"] < best:
-                best, best_epoch, stale = valid["dipole_mae_e_angstrom"], epoch, 0
-                improved = True
-            else:
-                stale += 0 if warmup else 1
-                improved = False
+            improved = valid["dipole_mae_e_angstrom"] < state.best
+            if improved:
+                state.best, state.best_epoch, state.stale = valid["dipole_mae_e_angstrom"], epoch, 0
+            elif not warmup:
+                state.stale += 1
             epoch_seconds = time.perf_counter() - t_epoch
             epoch_times.append(epoch_seconds)
             row = {
                 "epoch": epoch,
                 "lr": lr,
                 **{f"train_{k}": v for k, v in train_terms.items()},
-                "valid_dipole_mae_debye": valid["dipole_mae_debye"],
-                "valid_dipole_rmse_debye": valid["dipole_rmse_debye"],
-                "valid_dipole_mae_e_angstrom": valid["dipole_mae_e_angstrom"],
-                "valid_dipole_rmse_e_angstrom": valid["dipole_rmse_e_angstrom"],
-                "valid_charge_mae_e": valid.get("charge_mae_e"),
-                "valid_charge_rmse_e": valid.get("charge_rmse_e"),
-                "valid_direction_agreement": valid.get("direction_agreement"),
-                "valid_total_charge_mean_abs_e": valid.get("total_charge_mean_abs_e"),
+                **{f"valid_{k}": valid.get(k) for k in _VALID_COLUMNS},
                 "epoch_seconds": epoch_seconds,
                 "elapsed_seconds": elapsed_before + time.perf_counter() - t0,
             }
-            history.append(row)
-            write_history(history, run_dir)
+            state.epoch = epoch
+            state.history.append(row)
+            write_history(state.history, run_dir)
             if improved:
-                _save(run_dir / BEST, model, optimizer, scheduler, epoch, best, best_epoch, stale, row)
-            _save(run_dir / LAST, model, optimizer, scheduler, epoch, best, best_epoch, stale, row)
+                _save(run_dir / BEST, model, optimizer, scheduler, state, row)
+            _save(run_dir / LAST, model, optimizer, scheduler, state, row)
             last_valid = valid["dipole_mae_debye"]
             bar.set_postfix({"loss": f"{train_terms['loss']:.4f}", "valid MAE": f"{last_valid:.3f} D"})
             say(_epoch_line(row, improved))
@@ -366,18 +359,27 @@ def train(
             f"Resume with: fastdipole train --out {run_dir} --resume")
         raise
     bar.close()
+    return stop_reason
 
+
+#: Validation metrics logged per epoch (as ``valid_<key>`` columns of metrics.csv).
+_VALID_COLUMNS = ("dipole_mae_debye", "dipole_rmse_debye", "dipole_mae_e_angstrom", "dipole_rmse_e_angstrom",
+                  "charge_mae_e", "charge_rmse_e", "direction_agreement", "total_charge_mean_abs_e")
+
+
+def _finish(run_dir: Path, state: _Progress, stop_reason: str, say) -> Path:
+    best = state.best
     summary = {
         "stop_reason": stop_reason,
-        "epochs_completed": epoch,
-        "best_epoch": best_epoch,
+        "epochs_completed": state.epoch,
+        "best_epoch": state.best_epoch,
         "best_valid_dipole_mae_e_angstrom": best if math.isfinite(best) else None,
         "best_valid_dipole_mae_debye": best * DEBYE_PER_E_ANGSTROM if math.isfinite(best) else None,
-        "elapsed_seconds": history[-1]["elapsed_seconds"] if history else 0.0,
+        "elapsed_seconds": state.history[-1]["elapsed_seconds"] if state.history else 0.0,
     }
     atomic_write_json(summary, run_dir / SUMMARY_FILE)
-    say(f"done ({stop_reason}) after {epoch} epochs: best valid |mu| MAE {best * DEBYE_PER_E_ANGSTROM:.4f} D "
-        f"({best:.4f} e*A) at epoch {best_epoch}; run folder {run_dir}")
+    say(f"done ({stop_reason}) after {state.epoch} epochs: best valid |mu| MAE {best * DEBYE_PER_E_ANGSTROM:.4f} D "
+        f"({best:.4f} e*A) at epoch {state.best_epoch}; run folder {run_dir}")
     return run_dir
 
 
@@ -422,18 +424,6 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
     return {names[k]: (v / weight if weight else None) for k, v in sums.items()}
 
 
-def _init_charge_head(model: DipoleModel, config: TrainConfig, means_e: dict[int, float]) -> None:
-    """Start the charge head at the training split's per-element mean label charges (``config.charge_init``):
-    the first predictions then point the dipoles roughly like the labels', in the basin the labels choose."""
-    head = model.charges
-    head.set_element_charges(model.hipnn.species, means_e)
-    if config.charge_init == "element_means_only":
-        with torch.no_grad():
-            for layer in head.layers[1:]:
-                layer.weight.zero_()
-                layer.bias.zero_()
-
-
 def _stop_reason(config: TrainConfig, lr: float, stale: int, elapsed: float, epoch_times: list[float]) -> str | None:
     if lr < config.min_lr:
         return f"learning rate {lr:.2g} below the floor {config.min_lr:.2g}"
@@ -459,16 +449,32 @@ def _epoch_line(row: dict, improved: bool) -> str:
     return line + (" *" if improved else "")
 
 
-def _save(path, model, optimizer, scheduler, epoch, best, best_epoch, stale, row) -> None:
-    save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, best_metric=best,
-                    best_epoch=best_epoch, epochs_without_improvement=stale, metrics=row)
+def _save(path, model, optimizer, scheduler, state: _Progress, row) -> None:
+    save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=state.epoch,
+                    best_metric=state.best, best_epoch=state.best_epoch, epochs_without_improvement=state.stale,
+                    metrics=row)
 
 
-def _resolved_kernels(choice: str) -> str:
+def _versions() -> dict:
+    import h5py
+
+    from ..ops import extension_available
+
+    return {
+        "fastdipole": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+        "python": platform.python_version(),
+        "extension": bool(extension_available()),
+    }
+
+
+def _resolved_backend(choice: str) -> str:
     from ..ops import resolve_backend
 
     try:
-        return resolve_backend(None if choice == "auto" else choice)
+        return resolve_backend(choice)
     except RuntimeError as err:
         raise FastDipoleError(" ".join(str(err).split())) from None
 
