@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -48,7 +50,12 @@ def parity_plot(label, pred, path, *, quantity: str, units: str, title: str | No
     ax.set_title(f"{head}MAE {mae:.4g} {units}, n = {len(label):,}", fontsize=10)
     ax.legend(loc="lower right", framealpha=0.85)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
+    try:
+        return atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    finally:
+        _pyplot().close(fig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation.plots import _pyplot, parity_plot
+from ..evaluation.plots import _pyplot, parity_plot, save_figure
 from ..train import read_history
 from ..units import DEBYE_PER_E_ANGSTROM
 from .plan import MAIN_ARMS, RunSpec
@@ -58,9 +58,7 @@ def _curves(out_dir, specs: list[RunSpec], seeds: list[int], path, column: str, 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def learning_curves(out_dir, specs, seeds, path) -> Path | None:
@@ -94,9 +92,7 @@ def sweep_plot(rows: list[dict], path) -> Path | None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def size_plot(rows: list[dict], path) -> Path | None:
@@ -118,9 +114,7 @@ def size_plot(rows: list[dict], path) -> Path | None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def main_figures(out_dir, fig_dir, seeds: list[int], results: dict) -> dict[str, Path]:
