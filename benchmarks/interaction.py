@@ -82,7 +82,7 @@ def main() -> int:
     pf, ps, ro = ops.neighbor_pairs(R, offsets, args.cutoff)
     r = fops.pair_distances(R, pf, ps)
     S = args.n_sens
-    # hippynn's initial sensitivity parameters (notes/hippynn.md): mu in A, sigma multiplies 1/r differences.
+    # hippynn's initial sensitivity parameters (as nn/sensitivity.py): mu in A, sigma multiplies 1/r differences.
     mu = (1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S)).float()
     sigma = torch.full((S,), 2.0 * S * 0.85)
     cutoff = args.cutoff

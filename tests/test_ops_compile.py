@@ -12,7 +12,7 @@ from fastdipole.ops import reference
 
 pytestmark = [
     pytest.mark.skipif(not fops.extension_available(), reason=f"extension not built: {fops.extension_error()}"),
-    # torch >= 2.14 deprecates TorchScript (notes/build.md, gotcha 7); it stays tested while supported
+    # torch >= 2.14 deprecates TorchScript (torch.jit.script warns); it stays tested while supported
     pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit"),
 ]
 
