@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from ..data.qmugs import LEVELS
+
 
 @click.command("qmugs")
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--level", required=True, type=click.Choice(["dft", "gfn2"], case_sensitive=False),
+@click.option("--level", required=True, type=click.Choice(list(LEVELS), case_sensitive=False),
               help="which labels to read: DFT:... (omega-B97X-D/def2-SVP) or GFN2:... (GFN2-xTB) properties")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="output .h5 file")
 def command(path, level, out_path):

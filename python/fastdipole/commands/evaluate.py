@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..data.splits import SPLIT_PARTS
+from ..train.run_folder import CHECKPOINTS
 from .options import backend_option, device_option
 
 
@@ -14,11 +16,11 @@ from .options import backend_option, device_option
               help="run folder written by `fastdipole train`")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="dataset .h5 file (default: the run's training data)")
-@click.option("--split", "split_name", type=click.Choice(["test", "valid", "train", "all"]), default="test",
+@click.option("--split", "split_name", type=click.Choice([*SPLIT_PARTS, "all"]), default="test",
               show_default=True, help="which molecules: a split of the run (or of --split-file), or all")
 @click.option("--split-file", type=click.Path(dir_okay=False), default=None,
               help="split .npz whose indices refer to --data (default: the run's split.npz for the run's data)")
-@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+@click.option("--which", type=click.Choice(list(CHECKPOINTS)), default="best", show_default=True,
               help="checkpoint to evaluate")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="output folder (default: <run>/eval_<split>)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..train.run_folder import CHECKPOINTS
 from ..units import DEBYE_PER_E_ANGSTROM
 from .options import backend_option, device_option
 
@@ -21,7 +22,7 @@ from .options import backend_option, device_option
 @click.option("--charge", type=float, default=0.0, show_default=True,
               help="total charge (e) of the molecules in STRUCTURES that do not say theirs (an extxyz 'charge' "
                    "field, an .h5 'total_charge' array); a SMILES carries its own (the sum of its formal charges)")
-@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+@click.option("--which", type=click.Choice(list(CHECKPOINTS)), default="best", show_default=True,
               help="checkpoint to use")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="CSV of the dipoles, one row per molecule (default: print only)")

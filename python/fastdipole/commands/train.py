@@ -7,8 +7,9 @@ import sys
 import click
 from click.core import ParameterSource
 
+from ..data.splits import SPLIT_PROTOCOLS
 from ..nn.dipole import CHARGE_CONSTRAINTS
-from ..train.config import CHARGE_INITS, DEFAULT_EPOCHS, LOSSES, PAPER_SETTINGS, TrainConfig
+from ..train.config import CHARGE_INITS, CHARGE_MODES, DEFAULT_EPOCHS, LOSSES, PAPER_SETTINGS, TrainConfig
 from ..train.loss import DIRECTION_FORMS
 from .options import backend_option, device_option
 
@@ -21,11 +22,11 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.command("train")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="dataset .h5 file (default: the bundled 4,000-molecule QM9 sample)")
-@click.option("--charges", type=click.Choice(["none", "mulliken", "average"]), default="mulliken", show_default=True,
+@click.option("--charges", type=click.Choice(list(CHARGE_MODES)), default=_D.charges, show_default=True,
               help="charge labels of the auxiliary loss: none, the file's Mulliken charges, or per-element means")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the split, the weights and the shuffling")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="run folder (default runs/<timestamp>)")
-@click.option("--split", type=click.Choice(["random", "qm9"]), default="random", show_default=True,
+@click.option("--split", type=click.Choice(list(SPLIT_PROTOCOLS)), default=_D.split, show_default=True,
               help="random fractions, or QM9's 110,000 train / 10,000 valid / rest test")
 @click.option("--train", type=float, default=0.8, show_default=True, help="training fraction (random split)")
 @click.option("--valid", type=float, default=0.1, show_default=True, help="validation fraction (random split)")

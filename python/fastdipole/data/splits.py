@@ -26,6 +26,11 @@ def _count(value, n: int, name: str) -> int:
         raise DataError(f"split fraction '{name}' must be in [0, 1], got {value}")
     return int(np.floor(value * n + 1e-9))
 
+#: Split protocols of make_split (and of TrainConfig.split / `fastdipole train --split`).
+SPLIT_PROTOCOLS = ("random", "qm9")
+#: The parts of a split, in order.
+SPLIT_PARTS = ("train", "valid", "test")
+
 
 def make_split(n_molecules: int, protocol: str = "random", train=0.8, valid=0.1, test=None, seed: int = 0,
                groups=None) -> dict[str, np.ndarray]:

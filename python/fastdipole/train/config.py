@@ -113,6 +113,10 @@ class TrainConfig:
             raise ValueError(f"direction_form must be one of {DIRECTION_FORMS}, got {self.direction_form!r}")
         if self.direction_weight < 0 or self.direction_epochs < 0:
             raise ValueError("need direction_weight >= 0 and direction_epochs >= 0")
+        from ..data.splits import SPLIT_PROTOCOLS
+
+        if self.split not in SPLIT_PROTOCOLS:
+            raise ValueError(f"split must be one of {SPLIT_PROTOCOLS}, got {self.split!r}")
         if self.charges not in CHARGE_MODES:
             raise ValueError(f"charges must be one of {CHARGE_MODES}, got {self.charges!r}")
         if self.device not in DEVICES:
