@@ -94,9 +94,9 @@ def test_smiles_molecules(run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--smiles", "CCCl"], "SMILES 'CCCl': array 'Z': molecule 0 contains element Z=17 (atom 2), not among the allowed "
-                           "species [1, 6, 7, 8]"),
-    (["--smiles", "C1CC"], "RDKit cannot parse"),
+    (["--smiles", "CCCl"], "1 of 1 molecules cannot be predicted (CCCl: element Cl is not one of the model's "
+                           "elements (H, C, N, O))"),
+    (["--smiles", "C1CC"], "C1CC: RDKit cannot parse it"),
     (["NOPE.xyz"], "NOPE.xyz: no such file"),
     ([], "no molecules to predict on"),
 ])
@@ -113,7 +113,87 @@ def test_coincident_atoms_name_the_file_and_frame(run, tmp_path):
     ase_io.write(path, [Atoms("OH2", positions=[(0, 0, 0), (0.96, 0, 0), (-0.24, 0.93, 0)]),
                         Atoms("OH2", positions=[(0, 0, 0), (0, 0, 0), (-0.24, 0.93, 0)])], format="extxyz")
     result = CliRunner().invoke(main, ["predict", "--model", str(run[0]), str(path)])
-    assert result.exit_code == 2 and f"{path}: array 'R': molecule 1" in result.output, result.output
+    assert result.exit_code == 2 and f"{path}:1: atoms 0 and 1 are 0 Angstrom apart" in result.output, result.output
+
+
+def _sdf(path, molecules, titles):
+    """An SDF file of real QM9 geometries (RDKit writer, V2000, $$$$-separated), titled records."""
+    Chem = pytest.importorskip("rdkit.Chem")
+    writer = Chem.SDWriter(str(path))
+    for (Z, R), title in zip(molecules, titles):
+        mol = Chem.RWMol()
+        for z in Z:
+            mol.AddAtom(Chem.Atom(int(z)))
+        conf = Chem.Conformer(len(Z))
+        for i, pos in enumerate(R):
+            conf.SetAtomPosition(i, [float(c) for c in pos])
+        conf.Set3D(bool(np.any(np.asarray(R)[:, 2] != 0)))  # a drawing (every z = 0) is written as 2D
+        mol.AddConformer(conf, assignId=True)
+        mol.SetProp("_Name", title)
+        writer.write(mol)
+    writer.close()
+    return path
+
+
+def test_every_sdf_record_is_predicted_and_named(run, tmp_path):
+    run_dir, data = run
+    dataset = load_h5(data, molecules=slice(10, 13))
+    path = _sdf(tmp_path / "three.sdf", [dataset.molecule(m) for m in range(3)], ["alpha", "", "gamma"])
+    out = tmp_path / "d.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert [r["molecule"] for r in rows] == ["alpha", f"{path}:1", "gamma"]  # untitled record: FILE:INDEX
+    want = predict(load_model(run_dir, device="cpu"), dataset)
+    np.testing.assert_allclose([float(r["mu_debye"]) for r in rows], want.mu_pred_debye, rtol=1e-4, atol=1e-5)
+    assert all(r["skipped"] == "" for r in rows)
+
+
+def test_invalid_records_are_all_listed_or_skipped(run, tmp_path):
+    """A file where some records hold Cl or S: one error naming each by default; --skip-invalid predicts the rest."""
+    run_dir, data = run
+    dataset = load_h5(data, molecules=slice(20, 25))
+    frames = [as_atoms(dataset, m) for m in range(5)]
+    for k, element in ((1, 17), (3, 16)):  # make an H of records 1 and 3 a Cl and an S
+        numbers = frames[k].get_atomic_numbers()
+        numbers[np.flatnonzero(numbers == 1)[0]] = element
+        frames[k].set_atomic_numbers(numbers)
+        frames[k].info["name"] = f"odd{k}"
+    path = tmp_path / "mixed.xyz"
+    ase_io.write(path, frames, format="extxyz")
+    refused = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(path)])
+    assert refused.exit_code == 2 and "2 of 5 molecules cannot be predicted" in refused.output
+    assert "odd1: element Cl is not one of the model's elements" in refused.output
+    assert "odd3: element S is not one of the model's elements" in refused.output
+    out = tmp_path / "d.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(path), "--skip-invalid",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert [r["molecule"] for r in rows] == [f"{path}:0", "odd1", f"{path}:2", "odd3", f"{path}:4"]
+    assert [bool(r["skipped"]) for r in rows] == [False, True, False, True, False]
+    assert rows[1]["mu_debye"] == "" and float(rows[2]["mu_debye"]) > 0
+    assert "skipped odd1: element Cl" in result.stderr and "skipped odd3: element S" in result.stderr
+
+
+def test_a_2d_sdf_record_is_refused_by_name(run, tmp_path):
+    run_dir, data = run
+    Z, R = load_h5(data, molecules=slice(30, 31)).molecule(0)
+    flat = R.copy()
+    flat[:, 2] = 0.0  # written with the 2D flag, as drawing programs do
+    path = _sdf(tmp_path / "flat.sdf", [(Z, flat)], ["drawing"])
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(path)])
+    assert result.exit_code == 2 and "drawing: no 3D coordinates" in result.output, result.output
+
+
+def test_smiles_file_with_names(run, tmp_path):
+    pytest.importorskip("rdkit")
+    path = tmp_path / "list.smi"
+    path.write_text("# a comment\nCCO ethanol\n\nc1ccccc1O\tphenol\nCC(=O)O\n")
+    out = tmp_path / "d.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run[0]), "--smiles-file", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [r["molecule"] for r in read_csv(out)] == ["ethanol", "phenol", f"{path}:5"]
 
 
 def test_ions_get_their_total_charge(run, tmp_path):

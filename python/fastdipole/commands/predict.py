@@ -19,26 +19,33 @@ from .options import backend_option, device_option
               help="run folder written by `fastdipole train`")
 @click.option("--smiles", multiple=True,
               help="a molecule as SMILES (repeatable): RDKit adds hydrogens and makes an MMFF-relaxed conformer")
+@click.option("--smiles-file", "smiles_files", multiple=True, type=click.Path(dir_okay=False),
+              help="a file of SMILES, one per line with an optional name after whitespace (repeatable)")
 @click.option("--charge", type=float, default=0.0, show_default=True,
               help="total charge (e) of the molecules in STRUCTURES that do not say theirs (an extxyz 'charge' "
-                   "field, an .h5 'total_charge' array); a SMILES carries its own (the sum of its formal charges)")
+                   "field, an .h5 'total_charge' array, SDF formal charges); a SMILES carries its own")
+@click.option("--skip-invalid", is_flag=True,
+              help="predict the valid molecules and list the others (unknown element, coincident atoms, no 3D "
+                   "coordinates, ...) instead of stopping")
 @click.option("--which", type=click.Choice(list(CHECKPOINTS)), default="best", show_default=True,
               help="checkpoint to use")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="CSV of the dipoles, one row per molecule (default: print only)")
+              help="CSV of the dipoles, one row per input molecule (default: print only)")
 @click.option("--atom-charges", type=click.Path(dir_okay=False), default=None,
               help="CSV of the predicted atomic charges, one row per atom")
 @click.option("--batch-size", type=int, default=512, show_default=True, help="molecules per prediction batch")
 @device_option
 @backend_option
-def command(structures, run_dir, smiles, charge, which, out, atom_charges, batch_size, device, backend):
-    """Dipole moments (D and e*A) of the molecules in STRUCTURES and --smiles.
+def command(structures, run_dir, smiles, smiles_files, charge, skip_invalid, which, out, atom_charges, batch_size,
+            device, backend):
+    """Dipole moments (D and e*A) and atomic charges (e) of the molecules in STRUCTURES, --smiles-file and --smiles.
 
-    STRUCTURES: files ASE reads (xyz, extxyz, sdf, mol, pdb, ...; every frame is a molecule) or .h5 files in
-    fastdipole's layout. Positions in Angstrom. The predicted charges of a molecule sum to its total charge
-    (models trained with the total-charge constraint, the default). The dipole vector is measured from the
-    model's dipole origin (the centroid of each molecule by default): for a neutral molecule any origin gives the
-    same vector, for an ion it is the dipole about the centroid.
+    STRUCTURES: SDF / MOL files (every record, read with RDKit), .h5 files in fastdipole's layout, or anything
+    ASE reads (xyz, extxyz, pdb, ...; every frame). A molecule is named by its SDF title or extxyz name, else
+    FILE:INDEX. Positions in Angstrom. The predicted charges of a molecule sum to its total charge (models
+    trained with the total-charge constraint, the default). The dipole vector is measured from the model's
+    dipole origin (the centroid of each molecule by default): for a neutral molecule any origin gives the same
+    vector, for an ion it is the dipole about the centroid.
     """
     from ..data.structures import read_structures
     from ..evaluation.evaluate import predict
@@ -46,39 +53,54 @@ def command(structures, run_dir, smiles, charge, which, out, atom_charges, batch
 
     run = Path(run_dir)
     config, _ = read_config(run)
-    dataset, names = read_structures(structures, smiles, species=config.species, charge=charge)
+    dataset, records = read_structures(structures, smiles, species=config.species, charge=charge,
+                                       smiles_files=smiles_files, skip_invalid=skip_invalid)
     model = load_model(run, which=which, device=device, backend=backend)
     pred = predict(model, dataset, batch_size=batch_size)
 
-    rows = []
-    for m, name in enumerate(names):
-        a, b = dataset.offsets[m], dataset.offsets[m + 1]
-        vec = pred.dipole_pred_e_angstrom[m]
-        rows.append({"molecule": name, "n_atoms": int(b - a), "formula": _formula(dataset.Z[a:b]),
-                     "mu_debye": float(pred.mu_pred_debye[m]),
-                     "mu_e_angstrom": float(pred.mu_pred_debye[m] / DEBYE_PER_E_ANGSTROM),
-                     "mu_x_e_angstrom": float(vec[0]), "mu_y_e_angstrom": float(vec[1]),
-                     "mu_z_e_angstrom": float(vec[2]),
-                     "total_charge_e": float(pred.total_charge[m]),
-                     "sum_of_charges_e": float(pred.charges_pred[a:b].sum())})
-    click.echo(f"{run} (checkpoint {which}): {len(rows)} molecules")
-    click.echo(f"{'molecule':<40}{'formula':>14}{'charge (e)':>11}{'|mu| (D)':>12}{'|mu| (e*A)':>12}")
-    for row in rows:
-        click.echo(f"{row['molecule'][-40:]:<40}{row['formula']:>14}{row['total_charge_e']:>+11.0f}"
+    rows, atom_rows, m = [], [], 0
+    for record in records:
+        row = {"molecule": record.name, "n_atoms": len(record.Z), "formula": _formula(record.Z) if len(record.Z) else "",
+               **dict.fromkeys(_VALUE_COLUMNS, ""), "skipped": record.problem or ""}
+        if record.problem is None:
+            a, b = dataset.offsets[m], dataset.offsets[m + 1]
+            vec = pred.dipole_pred_e_angstrom[m]
+            row.update({"mu_debye": float(pred.mu_pred_debye[m]),
+                        "mu_e_angstrom": float(pred.mu_pred_debye[m] / DEBYE_PER_E_ANGSTROM),
+                        "mu_x_e_angstrom": float(vec[0]), "mu_y_e_angstrom": float(vec[1]),
+                        "mu_z_e_angstrom": float(vec[2]), "total_charge_e": float(pred.total_charge[m]),
+                        "sum_of_charges_e": float(pred.charges_pred[a:b].sum())})
+            atom_rows += [{"molecule": record.name, "atom": int(i - a), "Z": int(dataset.Z[i]),
+                           "charge_e": float(pred.charges_pred[i])} for i in range(a, b)]
+            m += 1
+        rows.append(row)
+    predicted = [r for r in rows if not r["skipped"]]
+    click.echo(f"{run} (checkpoint {which}): {len(predicted)} molecules"
+               + (f", {len(rows) - len(predicted)} skipped" if len(predicted) < len(rows) else ""))
+    width = min(max(len("molecule"), *(len(r["molecule"]) for r in predicted)), 60)
+    click.echo(f"{'molecule':<{width}}  {'formula':>14}{'charge (e)':>11}{'|mu| (D)':>12}{'|mu| (e*A)':>12}")
+    for row in predicted:
+        name = row["molecule"] if len(row["molecule"]) <= width else row["molecule"][: width - 3] + "..."
+        click.echo(f"{name:<{width}}  {row['formula']:>14}{row['total_charge_e']:>+11.0f}"
                    f"{row['mu_debye']:>12.4f}{row['mu_e_angstrom']:>12.4f}")
+    for row in rows:
+        if row["skipped"]:
+            click.echo(f"skipped {row['molecule']}: {row['skipped']}", err=True)
     if config.charge_constraint == "none":
-        worst = max(abs(r["sum_of_charges_e"] - r["total_charge_e"]) for r in rows)
+        worst = max(abs(r["sum_of_charges_e"] - r["total_charge_e"]) for r in predicted)
         click.echo(f"note: this model was trained without the total-charge constraint (--loss paper); its charges "
                    f"miss the molecules' total charges by up to {worst:.3f} e")
     if out:
         _write_csv(out, list(rows[0]), rows)
         click.echo(f"wrote {out}")
     if atom_charges:
-        atom_rows = [{"molecule": name, "atom": int(i - dataset.offsets[m]), "Z": int(dataset.Z[i]),
-                      "charge_e": float(pred.charges_pred[i])}
-                     for m, name in enumerate(names) for i in range(dataset.offsets[m], dataset.offsets[m + 1])]
         _write_csv(atom_charges, ["molecule", "atom", "Z", "charge_e"], atom_rows)
         click.echo(f"wrote {atom_charges}")
+
+
+#: Columns of a predicted molecule's row that a skipped one leaves empty (units in the names).
+_VALUE_COLUMNS = ("mu_debye", "mu_e_angstrom", "mu_x_e_angstrom", "mu_y_e_angstrom", "mu_z_e_angstrom",
+                  "total_charge_e", "sum_of_charges_e")
 
 
 def _formula(Z) -> str:

@@ -1,49 +1,124 @@
-"""Molecules to predict on, from structure files (via ASE) and SMILES strings (via RDKit).
+"""Molecules to predict on, from structure files and SMILES: every record of every input, named and checked.
 
-``read_structures`` turns them into a :class:`MoleculeDataset` without labels (``mu`` is 0) plus one name per
-molecule, ``FILE:INDEX`` or the SMILES string. Positions are in Angstrom, as ASE and RDKit give them. Each
-molecule's total charge (e) lands in ``dataset.extra["total_charge"]``: the sum of RDKit's formal charges for a
-SMILES, the file's ``total_charge`` array for an .h5 file, ``atoms.info["charge"]`` for a frame that has one
-(extxyz), else the ``charge`` argument (default 0).
+Readers: SDF / MOL files through RDKit (every ``$$$$``-separated record; ASE's SDF reader stops after the first),
+``.h5`` files in fastdipole's layout, anything else through ``ase.io.read(path, index=":")`` (xyz, extxyz, pdb,
+...; every frame), SMILES strings (``--smiles``) and files of SMILES (one per line, an optional name after
+whitespace; blank lines and ``#`` comments skipped). Positions are in Angstrom, as ASE and RDKit give them.
+
+Each record is named by its title (SDF), its ``name`` / ``title`` field (extxyz) or its SMILES name, else
+``FILE:INDEX`` (0-based), and carries a total charge (e): the sum of its formal charges (SDF, SMILES), the file's
+``total_charge`` array (.h5), ``atoms.info["charge"]`` (extxyz), else the ``charge`` argument (default 0).
+
+A record the model cannot take gets a ``problem``: an element outside ``species``, coincident atoms, no 3D
+coordinates, a SMILES RDKit cannot parse or embed, no atoms, a non-finite position. :func:`read_structures`
+refuses them all in one error that lists each (or, with ``skip_invalid``, leaves them out and returns them).
+An input that cannot be read at all (missing file, unknown format) is an error naming the file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .dataset import TOTAL_CHARGE_KEY, MoleculeDataset, check_species, validate
+from .dataset import MIN_ATOM_DISTANCE_ANGSTROM, TOTAL_CHARGE_KEY, MoleculeDataset
+from .elements import symbol
 from .h5io import load_h5
 
 H5_SUFFIXES = (".h5", ".hdf5")
+RDKIT_SUFFIXES = (".sdf", ".mol", ".sd")
+#: Records listed by name in the one error about invalid records (the rest are counted).
+MAX_LISTED_PROBLEMS = 20
 
 
-def _read_file(path: Path, charge: float) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
-    """(Z, R, total charge) of every molecule (frame) in a structure file: our .h5 layout, or anything
-    ase.io.read reads; ``charge`` (e) where the file says nothing."""
-    if path.suffix.lower() in H5_SUFFIXES:
-        data = load_h5(path, charges=None)
-        totals = data.total_charge if TOTAL_CHARGE_KEY in data.extra else np.full(data.n_molecules, charge)
-        return ([data.Z[a:b] for a, b in zip(data.offsets[:-1], data.offsets[1:])],
-                [data.R[a:b] for a, b in zip(data.offsets[:-1], data.offsets[1:])], [float(q) for q in totals])
+@dataclass
+class Record:
+    """One input molecule: Z (n,), R (n, 3) Angstrom, total charge (e), and why it cannot be predicted."""
+
+    name: str
+    Z: np.ndarray
+    R: np.ndarray
+    total_charge: float = 0.0
+    problem: str | None = None
+
+
+# ---- readers -----------------------------------------------------------------------------------------
+
+
+def _rdkit():
+    try:
+        from rdkit import Chem, RDLogger
+
+        RDLogger.DisableLog("rdApp.*")  # problems are reported per record, not as RDKit's log lines
+        return Chem
+    except ImportError:
+        raise DataError("reading SDF files and SMILES needs RDKit (pip install fastdipole[predict])") from None
+
+
+def _name(title, path: Path, k: int) -> str:
+    title = str(title).strip() if title is not None else ""
+    return title or f"{path}:{k}"
+
+
+def _read_sdf(path: Path, charge: float) -> list[Record]:
+    Chem = _rdkit()
+    records = []
+    # sanitize=False: coordinates, elements and formal charges are all that is needed, and a record RDKit's
+    # valence rules reject still has them
+    for k, mol in enumerate(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=False)):
+        if mol is None:
+            records.append(Record(f"{path}:{k}", np.zeros(0, np.int64), np.zeros((0, 3)), charge,
+                                  "RDKit cannot read this record"))
+            continue
+        title = mol.GetProp("_Name") if mol.HasProp("_Name") else None
+        Z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+        total = float(sum(a.GetFormalCharge() for a in mol.GetAtoms()))
+        if mol.GetNumConformers() == 0:
+            records.append(Record(_name(title, path, k), Z, np.zeros((len(Z), 3)), total, "no coordinates"))
+            continue
+        conf = mol.GetConformer()
+        problem = None if conf.Is3D() else "no 3D coordinates (a 2D drawing)"
+        records.append(Record(_name(title, path, k), Z, np.asarray(conf.GetPositions(), dtype=np.float64), total,
+                              problem))
+    return records
+
+
+def _read_h5(path: Path, charge: float) -> list[Record]:
+    data = load_h5(path, charges=None)
+    totals = data.total_charge if TOTAL_CHARGE_KEY in data.extra else np.full(data.n_molecules, charge)
+    return [Record(f"{path}:{m}", data.Z[a:b], data.R[a:b].astype(np.float64), float(totals[m]))
+            for m, (a, b) in enumerate(zip(data.offsets[:-1], data.offsets[1:]))]
+
+
+def _read_ase(path: Path, charge: float) -> list[Record]:
     try:
         import ase.io
     except ImportError:
         raise DataError(f"{path}: reading structure files needs ASE (pip install fastdipole[predict])") from None
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     try:
         frames = ase.io.read(path, index=":")
     except Exception as err:  # ASE raises many kinds for unreadable or unknown formats
         raise DataError(f"{path}: not a structure file ASE can read ({type(err).__name__}: "
                         f"{' '.join(str(err).split())[:200]})") from None
-    if not frames:
+    return [Record(_name(f.info.get("name", f.info.get("title")), path, k),
+                   np.asarray(f.get_atomic_numbers(), dtype=np.int64), np.asarray(f.get_positions(), dtype=np.float64),
+                   float(f.info.get("charge", charge)))
+            for k, f in enumerate(frames)]
+
+
+def read_file(path, charge: float = 0.0) -> list[Record]:
+    """Every record of one structure file, in order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    records = (_read_h5 if suffix in H5_SUFFIXES else _read_sdf if suffix in RDKIT_SUFFIXES else _read_ase)(path,
+                                                                                                          charge)
+    if not records:
         raise DataError(f"{path}: holds no structures")
-    return ([np.asarray(f.get_atomic_numbers(), dtype=np.int64) for f in frames],
-            [np.asarray(f.get_positions(), dtype=np.float64) for f in frames],
-            [float(f.info.get("charge", charge)) for f in frames])
+    return records
 
 
 def molecule_from_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
@@ -53,11 +128,9 @@ def molecule_from_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.nda
     Force-field geometries differ from the DFT ones models are trained on (QM9: B3LYP), which shifts
     predictions somewhat; prefer your own optimised structures when you have them.
     """
-    try:
-        from rdkit import Chem
-        from rdkit.Chem import AllChem
-    except ImportError:
-        raise DataError(f"SMILES {smiles!r}: reading SMILES needs RDKit (pip install fastdipole[predict])") from None
+    Chem = _rdkit()
+    from rdkit.Chem import AllChem
+
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise DataError(f"SMILES {smiles!r}: RDKit cannot parse it")
@@ -73,40 +146,119 @@ def molecule_from_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.nda
     return Z, np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64), int(total)
 
 
-def _dataset(Zs, Rs, totals, source: str) -> MoleculeDataset:
-    """Molecules (lists of Z and R arrays, total charges in e) as an unlabelled dataset (mu = 0)."""
-    counts = np.array([len(z) for z in Zs], dtype=np.int64)
+def _smiles_record(smiles: str, name: str | None = None) -> Record:
+    try:
+        Z, R, total = molecule_from_smiles(smiles)
+    except DataError as err:
+        return Record(name or smiles, np.zeros(0, np.int64), np.zeros((0, 3)), 0.0,
+                      str(err).split(": ", 1)[-1])
+    return Record(name or smiles, Z, R, float(total))
+
+
+def read_smiles_file(path) -> list[Record]:
+    """One record per non-blank, non-comment line: ``SMILES [name]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        smiles, _, name = line.partition(" ") if " " in line else line.partition("\t")
+        records.append(_smiles_record(smiles, name.strip() or f"{path}:{number}"))
+    if not records:
+        raise DataError(f"{path}: holds no SMILES")
+    return records
+
+
+# ---- checks ------------------------------------------------------------------------------------------
+
+
+def record_problem(record: Record, species=None) -> str | None:
+    """Why a model of ``species`` cannot predict ``record`` (None: it can)."""
+    if record.problem:
+        return record.problem
+    Z, R = record.Z, record.R
+    if len(Z) == 0:
+        return "no atoms"
+    if not np.isfinite(R).all():
+        return f"non-finite position (atom {int(np.flatnonzero(~np.isfinite(R).all(axis=1))[0])})"
+    if species is not None:
+        unknown = sorted(set(int(z) for z in Z) - set(int(s) for s in species))
+        if unknown:
+            names = ", ".join(_symbol(z) for z in unknown)
+            allowed = ", ".join(_symbol(z) for z in sorted(species))
+            return f"element {names} is not one of the model's elements ({allowed})"
+    close = _closest_pair(R)
+    if close is not None and close[2] < MIN_ATOM_DISTANCE_ANGSTROM:
+        i, j, d = close
+        return (f"atoms {i} and {j} are {d:.3g} Angstrom apart (coincident atoms; the minimum is "
+                f"{MIN_ATOM_DISTANCE_ANGSTROM} Angstrom)")
+    return None
+
+
+def _closest_pair(R: np.ndarray) -> tuple[int, int, float] | None:
+    """(i, j, distance) of the closest two atoms (i < j), or None for fewer than two; a k-d tree for large ones."""
+    n = len(R)
+    if n < 2:
+        return None
+    if n <= 1000:
+        d2 = ((R[:, None, :] - R[None, :, :]) ** 2).sum(-1)
+        d2[np.diag_indices(n)] = np.inf
+        i, j = np.unravel_index(int(np.argmin(d2)), d2.shape)
+        return int(min(i, j)), int(max(i, j)), float(np.sqrt(d2[i, j]))
+    from scipy.spatial import cKDTree
+
+    dist, nearest = cKDTree(R).query(R, k=2)
+    i = int(np.argmin(dist[:, 1]))
+    j = int(nearest[i, 1])
+    return min(i, j), max(i, j), float(dist[i, 1])
+
+
+def _symbol(z: int) -> str:
+    try:
+        return symbol(z)
+    except (IndexError, KeyError):
+        return f"Z={z}"
+
+
+# ---- all inputs ----------------------------------------------------------------------------------------
+
+
+def read_structures(paths=(), smiles=(), species=None, charge: float = 0.0, smiles_files=(),
+                    skip_invalid: bool = False) -> tuple[MoleculeDataset, list[Record]]:
+    """Every record of ``paths``, ``smiles_files`` and ``smiles`` (in that order), checked.
+
+    Returns the dataset of the valid records (in order; mu = 0, total charges in ``extra["total_charge"]``) and
+    every record in input order, each with its ``problem`` (None for the ones in the dataset). Without
+    ``skip_invalid`` any invalid record is a DataError listing each of them (up to ``MAX_LISTED_PROBLEMS``).
+    """
+    records = [r for path in paths for r in read_file(path, charge)]
+    records += [r for path in smiles_files for r in read_smiles_file(path)]
+    records += [_smiles_record(s) for s in smiles]
+    if not records:
+        raise DataError("no molecules to predict on: give structure files, --smiles or --smiles-file")
+    for r in records:
+        r.problem = record_problem(r, species)
+    problems = [r for r in records if r.problem is not None]
+    if problems and not skip_invalid:
+        listed = "; ".join(f"{r.name}: {r.problem}" for r in problems[:MAX_LISTED_PROBLEMS])
+        more = f"; and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        raise DataError(f"{len(problems)} of {len(records)} molecules cannot be predicted ({listed}{more}); "
+                        "--skip-invalid predicts the others")
+    good = [r for r in records if r.problem is None]
+    if not good:
+        raise DataError(f"none of the {len(records)} molecules can be predicted ({problems[0].name}: "
+                        f"{problems[0].problem})")
+    return _dataset(good), records
+
+
+def _dataset(records: list[Record]) -> MoleculeDataset:
+    counts = np.array([len(r.Z) for r in records], dtype=np.int64)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return MoleculeDataset(Z=np.concatenate(Zs).astype(np.int64), R=np.concatenate(Rs).astype(np.float32),
-                           offsets=offsets, mu_debye=np.zeros(len(counts), dtype=np.float32), source=source,
-                           extra={TOTAL_CHARGE_KEY: np.asarray(totals, dtype=np.float32)})
-
-
-def read_structures(paths=(), smiles=(), species=None, charge: float = 0.0) -> tuple[MoleculeDataset, list[str]]:
-    """All molecules of ``paths`` (in order, every frame of each file) then of ``smiles``, and their names.
-
-    Each file and each SMILES is checked on its own, so a one-line DataError names the file and the molecule
-    (frame) index in it, or the SMILES: unreadable input, no atoms, non-finite or coincident positions, an
-    element outside ``species`` when given.
-    """
-    inputs = []  # (source named in error messages, molecule names, Z arrays, R arrays, total charges)
-    for path in paths:
-        Z_list, R_list, totals = _read_file(Path(path), charge)
-        inputs.append((str(path), [f"{path}:{k}" for k in range(len(Z_list))], Z_list, R_list, totals))
-    for s in smiles:
-        Z, R, total = molecule_from_smiles(s)
-        inputs.append((f"SMILES {s!r}", [s], [Z], [R], [total]))
-    Zs, Rs, Qs, names = [], [], [], []
-    for source, input_names, Z_list, R_list, totals in inputs:
-        part = _dataset(Z_list, R_list, totals, source)
-        validate(part)
-        if species is not None:
-            check_species(part, species)
-        Zs += Z_list
-        Rs += R_list
-        Qs += totals
-        names += input_names
-    if not Zs:
-        raise DataError("no molecules to predict on: give structure files and/or --smiles")
-    return _dataset(Zs, Rs, Qs, ", ".join([str(p) for p in paths] + (["--smiles"] if smiles else []))), names
+    return MoleculeDataset(Z=np.concatenate([r.Z for r in records]).astype(np.int64),
+                           R=np.concatenate([r.R for r in records]).astype(np.float32), offsets=offsets,
+                           mu_debye=np.zeros(len(records), dtype=np.float32), source="inputs",
+                           extra={TOTAL_CHARGE_KEY: np.array([r.total_charge for r in records], dtype=np.float32)})
