@@ -31,9 +31,9 @@ def main():
 
 def _register_commands():
     # One module per sub-command, imported here so `fastdipole --help` lists them all.
-    from .commands import baseline, data, evaluate, predict, reproduce, train
+    from .commands import baseline, data, evaluate, export, predict, reproduce, train
 
-    for module in (data, baseline, train, evaluate, predict, reproduce):
+    for module in (data, baseline, train, evaluate, predict, export, reproduce):
         main.add_command(module.command)
 
 

@@ -24,31 +24,24 @@ def neighbor_pairs(R: Tensor, offsets: Tensor, cutoff: float) -> tuple[Tensor, T
     Returns ``(pair_first, pair_second, row_offsets)``: int64 pair indices sorted by the
     receiving atom ``pair_first`` and then by ``pair_second``; ``row_offsets`` (n_atoms + 1,)
     is the CSR of pairs per receiving atom (pairs of atom i are ``row_offsets[i]:row_offsets[i+1]``).
-    Uses a padded per-molecule distance matrix: O(sum of n_m^2), fine for small molecules.
+    Tests every pair of atoms of each molecule: O(sum of n_m^2) time and memory, fine for small molecules.
+    Written without host reads of tensor values (no ``.item()``, ``max()`` or ``if`` on data), so
+    ``torch.export`` can trace it with any number of atoms and pairs.
     """
-    device = R.device
     n_atoms = R.shape[0]
-    counts = offsets[1:] - offsets[:-1]
-    empty = torch.zeros(0, dtype=torch.long, device=device)
-    if n_atoms == 0 or counts.numel() == 0:
-        return empty, empty.clone(), torch.zeros(n_atoms + 1, dtype=torch.long, device=device)
-    n_max = int(counts.max())
+    R = R.detach()
+    arange = torch.arange(n_atoms, device=R.device)
     mol = molecule_index(offsets, n_atoms)
-    local = torch.arange(n_atoms, device=device) - offsets[mol]
-    padded = R.new_zeros((counts.numel(), n_max, 3))
-    padded[mol, local] = R.detach()
-    valid = torch.zeros((counts.numel(), n_max), dtype=torch.bool, device=device)
-    valid[mol, local] = True
-    diff = padded[:, None, :, :] - padded[:, :, None, :]  # [m, i, j] = R_j - R_i
-    dist_sq = (diff * diff).sum(-1)
-    eye = torch.eye(n_max, dtype=torch.bool, device=device)
-    mask = valid[:, :, None] & valid[:, None, :] & ~eye & (dist_sq < cutoff * cutoff)
-    m_idx, i_loc, j_loc = mask.nonzero(as_tuple=True)  # lexicographic: by molecule, i, j
-    first = offsets[m_idx] + i_loc
-    second = offsets[m_idx] + j_loc
-    row_counts = torch.bincount(first, minlength=n_atoms)
-    row_offsets = torch.zeros(n_atoms + 1, dtype=torch.long, device=device)
-    row_offsets[1:] = torch.cumsum(row_counts, 0)
+    per_atom = (offsets[1:] - offsets[:-1])[mol]  # candidate partners of each atom: its molecule's atoms
+    block_start = torch.cumsum(per_atom, 0) - per_atom
+    first = torch.repeat_interleave(arange, per_atom)  # atom i, once per atom of its molecule, ascending
+    local = torch.arange(first.shape[0], device=R.device) - block_start[first]
+    second = offsets[mol[first]] + local  # ... paired with that molecule's atoms in ascending order
+    diff = R[second] - R[first]
+    keep = (first != second) & ((diff * diff).sum(-1) < cutoff * cutoff)  # NaN positions pair with nothing
+    first, second = first[keep], second[keep]
+    row_counts = torch.zeros(n_atoms, dtype=torch.long, device=R.device).index_add(0, first, torch.ones_like(first))
+    row_offsets = torch.cat([row_counts.new_zeros(1), torch.cumsum(row_counts, 0)])
     return first, second, row_offsets
 
 
