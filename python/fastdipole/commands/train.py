@@ -9,7 +9,15 @@ from click.core import ParameterSource
 
 from ..data.splits import SPLIT_PROTOCOLS
 from ..nn.dipole import CHARGE_CONSTRAINTS
-from ..train.config import CHARGE_INITS, CHARGE_MODES, DEFAULT_EPOCHS, LOSSES, PAPER_SETTINGS, TrainConfig
+from ..train.config import (
+    CHARGE_INITS,
+    CHARGE_MODES,
+    DEFAULT_EPOCHS,
+    DIPOLE_TARGETS,
+    LOSSES,
+    PAPER_SETTINGS,
+    TrainConfig,
+)
 from ..train.loss import DIRECTION_FORMS
 from .options import backend_option, device_option
 
@@ -40,6 +48,9 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.option("--l1", type=float, default=_D.l1, show_default=True,
               help="weight of the charge loss terms (the paper's: 0.04, set by --loss paper)")
 @click.option("--l2", type=float, default=_D.l2, show_default=True, help="weight of the dipole-magnitude loss terms")
+@click.option("--dipole-target", type=click.Choice(list(DIPOLE_TARGETS)), default=_D.dipole_target, show_default=True,
+              help="magnitude: |mu| as the paper; vector: the file's dipole vectors (mu_vec, e.g. QMugs), which "
+                   "also fixes the sign of the charges")
 @click.option("--loss", type=click.Choice(list(LOSSES)), default="fastdipole", show_default=True,
               help="fastdipole: the recipe (total-charge constraint, charge head started at per-element mean "
                    "charges, direction term, l1 = 0.3); paper: the paper's model and loss exactly (l1 = 0.04)")

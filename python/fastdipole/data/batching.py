@@ -21,7 +21,7 @@ class Batch(NamedTuple):
     Z: int64 (n,) atomic numbers. R: (n, 3) positions, Angstrom. offsets: int64 (b+1,) local CSR
     offsets. mu_debye: (b,) dipole magnitudes, Debye. charges: (n,) charge labels, e, or None.
     index: int64 (b,) molecule indices into the dataset. total_charge: (b,) total charge of each molecule,
-    e (None: all neutral).
+    e (None: all neutral). mu_vec_debye: (b, 3) dipole vectors, Debye, or None.
     """
 
     Z: torch.Tensor
@@ -31,6 +31,7 @@ class Batch(NamedTuple):
     charges: torch.Tensor | None
     index: torch.Tensor
     total_charge: torch.Tensor | None = None
+    mu_vec_debye: torch.Tensor | None = None
 
     @property
     def n_molecules(self) -> int:
@@ -92,6 +93,8 @@ class BatchLoader:
         self._R = torch.from_numpy(np.ascontiguousarray(dataset.R)).to(dtype)
         self._mu = torch.from_numpy(np.ascontiguousarray(dataset.mu_debye)).to(dtype)
         self._q = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels)).to(dtype)
+        self._mu_vec = None if dataset.mu_vec_debye is None else \
+            torch.from_numpy(np.ascontiguousarray(dataset.mu_vec_debye)).to(dtype)
         total = dataset.total_charge
         self._total = torch.from_numpy(np.ascontiguousarray(total)).to(dtype) if np.any(total) else None
 
@@ -130,4 +133,5 @@ class BatchLoader:
             charges=None if self._q is None else self._q.index_select(0, atoms_t),
             index=mol_t,
             total_charge=None if self._total is None else self._total.index_select(0, mol_t),
+            mu_vec_debye=None if self._mu_vec is None else self._mu_vec.index_select(0, mol_t),
         )

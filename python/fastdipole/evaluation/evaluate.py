@@ -17,6 +17,7 @@ from .metrics import (
     charge_metrics,
     charge_metrics_by_element,
     dipole_metrics,
+    dipole_vector_metrics,
     direction_agreement,
     total_charge_metrics,
 )
@@ -31,6 +32,7 @@ class Predictions(NamedTuple):
     dipole_pred_e_angstrom: (M, 3) predicted dipole vectors, e*Angstrom, in the model's dipole origin.
     dipole_label_charges_e_angstrom: (M, 3) point dipoles of the label charges about each centroid, e*Angstrom
     (None without labels). Z: (N,) atomic numbers of the atoms. total_charge: (M,) total charges, e.
+    mu_vec_label_debye: (M, 3) label dipole vectors, Debye (None when the dataset has none).
     """
 
     index: np.ndarray
@@ -43,6 +45,7 @@ class Predictions(NamedTuple):
     dipole_label_charges_e_angstrom: np.ndarray | None = None
     Z: np.ndarray | None = None
     total_charge: np.ndarray | None = None
+    mu_vec_label_debye: np.ndarray | None = None
 
 
 class EvaluationResult(NamedTuple):
@@ -96,6 +99,7 @@ def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512
         if has_labels else None,
         Z=dataset.Z[atom_indices(dataset.offsets, index)[0]],
         total_charge=dataset.total_charge[index].astype(np.float64),
+        mu_vec_label_debye=None if dataset.mu_vec_debye is None else dataset.mu_vec_debye[index].astype(np.float64),
     )
 
 
@@ -104,6 +108,8 @@ def metrics_from_predictions(pred: Predictions) -> dict:
     MAE / RMSE (e) raw, per element and after removing each molecule's mean charge, and the share of molecules
     whose predicted dipole points with the label charges' point dipole (``direction_agreement``)."""
     metrics = dipole_metrics(pred.mu_pred_debye, pred.mu_label_debye)
+    if pred.mu_vec_label_debye is not None and pred.dipole_pred_e_angstrom is not None:
+        metrics.update(dipole_vector_metrics(pred.dipole_pred_e_angstrom, pred.mu_vec_label_debye))
     if pred.charges_label is not None:
         metrics.update(charge_metrics(pred.charges_pred, pred.charges_label))
         metrics["charge_mae_centred_e"] = centred_charge_mae(pred.charges_pred, pred.charges_label, pred.atom_offsets)

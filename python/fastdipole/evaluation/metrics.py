@@ -38,6 +38,22 @@ def dipole_metrics(pred_debye, label_debye) -> dict:
     }
 
 
+def dipole_vector_metrics(pred_e_angstrom, label_debye) -> dict:
+    """MAE / RMSE over molecules of the vector error |mu_pred - mu_label| (D and e*A); labels in Debye."""
+    pred = np.asarray(pred_e_angstrom, np.float64).reshape(-1, 3) * DEBYE_PER_E_ANGSTROM
+    label = np.asarray(label_debye, np.float64).reshape(-1, 3)
+    if pred.shape != label.shape:
+        raise ValueError(f"dipole vectors must have equal shapes, got {pred.shape} and {label.shape}")
+    if len(label) == 0:
+        return {"dipole_vector_mae_debye": float("nan"), "dipole_vector_rmse_debye": float("nan"),
+                "dipole_vector_mae_e_angstrom": float("nan"), "dipole_vector_rmse_e_angstrom": float("nan")}
+    err = np.linalg.norm(pred - label, axis=1)
+    mae, rmse = float(err.mean()), float(np.sqrt(np.mean(err**2)))
+    return {"dipole_vector_mae_debye": mae, "dipole_vector_rmse_debye": rmse,
+            "dipole_vector_mae_e_angstrom": mae / DEBYE_PER_E_ANGSTROM,
+            "dipole_vector_rmse_e_angstrom": rmse / DEBYE_PER_E_ANGSTROM}
+
+
 def charge_metrics(pred_e, label_e) -> dict:
     """MAE / RMSE (e) of atomic charges over all atoms."""
     pred = np.asarray(pred_e, dtype=np.float64)

@@ -30,9 +30,12 @@ CHARGE_INITS = ("element_means", "element_means_only", "random")
 #: The recipe's charge weight (measured in reports/charges-cpu/REPORT.md: with l1 = 0.3 the charges come much
 #: closer to Mulliken at no cost in dipole accuracy); the paper's is 0.04.
 RECIPE_L1 = 0.3
+#: What the dipole terms of the loss compare: ``magnitude``: |mu_pred| with |mu| (the paper; sign-blind);
+#: ``vector``: the predicted vector with the file's ``mu_vec`` (|mu_pred - mu_vec|), which fixes the sign.
+DIPOLE_TARGETS = ("magnitude", "vector")
 #: The paper's settings that ``loss="paper"`` enforces.
 PAPER_SETTINGS = {"charge_constraint": "none", "charge_init": "random", "direction_weight": 0.0, "l1": PAPER_L1,
-                  "l2": PAPER_L2}
+                  "l2": PAPER_L2, "dipole_target": "magnitude"}
 #: Values of fields that config.json files written before the field existed were trained with (l1 and l2 were
 #: always saved).
 LEGACY_SETTINGS = {"loss": "paper", **{k: v for k, v in PAPER_SETTINGS.items() if k not in ("l1", "l2")}}
@@ -69,6 +72,7 @@ class TrainConfig:
     dist_soft_max: float = 5.0
     dist_hard_max: float = 6.5
     dipole_origin: str = "centroid"
+    dipole_target: str = "magnitude"  # magnitude: |mu| as the paper | vector: the file's mu_vec (see DIPOLE_TARGETS)
     charge_constraint: str = "uniform"  # uniform (charges sum to the total charge) | none (the paper's head)
     charge_init: str = "element_means_only"  # see CHARGE_INITS
     # optimisation
@@ -111,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"charge_init must be one of {CHARGE_INITS}, got {self.charge_init!r}")
         if self.direction_form not in DIRECTION_FORMS:
             raise ValueError(f"direction_form must be one of {DIRECTION_FORMS}, got {self.direction_form!r}")
+        if self.dipole_target not in DIPOLE_TARGETS:
+            raise ValueError(f"dipole_target must be one of {DIPOLE_TARGETS}, got {self.dipole_target!r}")
         if self.direction_weight < 0 or self.direction_epochs < 0:
             raise ValueError("need direction_weight >= 0 and direction_epochs >= 0")
         from ..data.splits import SPLIT_PROTOCOLS

@@ -56,6 +56,7 @@ class _AtomBuffers(NamedTuple):
     R: Tensor  # (N_pad, 3) Angstrom
     offsets: Tensor  # (M_pad + 1,) int64
     mu: Tensor  # (M_pad,) |mu| labels, e*Angstrom
+    mu_vec: Tensor  # (M_pad, 3) dipole vector labels, e*Angstrom (0 unless the target is the vector)
     charges: Tensor  # (N_pad,) charge labels, e
     total: Tensor  # (M_pad,) total charge of each molecule, e (0 on padding)
     atom_w: Tensor  # (N_pad,) 1 / n_atoms on real atoms, 0 on padding
@@ -88,9 +89,11 @@ class GraphedTrainStep:
     """
 
     def __init__(self, model, charge_mode: str, steps: PadSteps = PadSteps(), min_pad_atoms: int = 64,
-                 max_graphs: int = 8, capture: bool | None = None, direction_form: str = "batch"):
+                 max_graphs: int = 8, capture: bool | None = None, direction_form: str = "batch",
+                 dipole_target: str = "magnitude"):
         self.model = model
         self.direction_form = direction_form
+        self.use_vector = dipole_target == "vector"
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = self.params[0].device
         self.dtype = self.params[0].dtype
@@ -164,6 +167,7 @@ class GraphedTrainStep:
                 R=torch.zeros((n_pad_atoms, 3), dtype=dt, device=dev),
                 offsets=torch.zeros(n_pad_mol + 1, dtype=torch.long, device=dev),
                 mu=torch.zeros(n_pad_mol, dtype=dt, device=dev),
+                mu_vec=torch.zeros((n_pad_mol, 3), dtype=dt, device=dev),
                 charges=torch.zeros(n_pad_atoms, dtype=dt, device=dev),
                 total=torch.zeros(n_pad_mol, dtype=dt, device=dev),
                 atom_w=torch.zeros(n_pad_atoms, dtype=dt, device=dev),
@@ -195,6 +199,11 @@ class GraphedTrainStep:
                              torch.full((n_pad_mol - n_mol,), n_pad_atoms, dtype=torch.long)])
         mu = torch.zeros(n_pad_mol, dtype=dt)
         mu[:n_mol] = batch.mu_debye.cpu().to(dt) / DEBYE_PER_E_ANGSTROM
+        mu_vec = torch.zeros((n_pad_mol, 3), dtype=dt)
+        if self.use_vector:
+            if batch.mu_vec_debye is None:
+                raise ValueError("this step was built for the vector dipole target, but the batch has no mu_vec")
+            mu_vec[:n_mol] = batch.mu_vec_debye.cpu().to(dt) / DEBYE_PER_E_ANGSTROM
         charges = torch.zeros(n_pad_atoms, dtype=dt)
         if self.use_charges:
             if batch.charges is None:
@@ -207,7 +216,7 @@ class GraphedTrainStep:
         atom_w[:n_atoms] = 1.0 / max(n_atoms, 1)
         mol_w = torch.zeros(n_pad_mol, dtype=dt)
         mol_w[:n_mol] = 1.0 / max(n_mol, 1)
-        for dst, src in zip(buf, (Z, R, offsets, mu, charges, total, atom_w, mol_w)):
+        for dst, src in zip(buf, (Z, R, offsets, mu, mu_vec, charges, total, atom_w, mol_w)):
             dst.copy_(src)
 
     def _fill_pairs(self, buf: _PairBuffers, found, n_atoms: int, n_pad_atoms: int, n_pairs: int,
@@ -242,7 +251,8 @@ class GraphedTrainStep:
         terms = weighted_paper_loss(out.charges, atoms.charges if self.use_charges else None, out.magnitude,
                                     atoms.mu, atoms.atom_w, atoms.mol_w, l1, l2, pred_dipole=out.dipole,
                                     label_dipole=label_dipole, direction_weight=direction_weight,
-                                    direction_form=self.direction_form)
+                                    direction_form=self.direction_form,
+                                    label_vector=atoms.mu_vec if self.use_vector else None)
         grads = torch.autograd.grad(terms.total, self.params, allow_unused=True)
         # autograd.grad returns gradients in whatever layout backward made (int_weights' comes transposed);
         # .backward() would have copied them into the parameter's layout, and fused Adam on CUDA needs that.

@@ -59,14 +59,20 @@ class LossTerms(NamedTuple):
 
 def _loss_terms(pred_charges, label_charges, pred_magnitude, label_magnitude, l1, l2, atom_mean,
                 molecule_mean, pred_dipole=None, label_dipole=None, direction_weight=0.0,
-                direction_form="batch") -> LossTerms:
-    """The loss with the means over atoms and over molecules given as functions."""
+                direction_form="batch", label_vector=None) -> LossTerms:
+    """The loss with the means over atoms and over molecules given as functions. With ``label_vector``
+    ((n_molecules, 3), e*Angstrom) the dipole terms compare vectors: the error is |pred_dipole - label_vector|."""
     if pred_magnitude.ndim != 1 or pred_magnitude.shape != label_magnitude.shape:
         raise ValueError(
             "dipole magnitudes must both have shape (n_molecules,), got "
             f"{tuple(pred_magnitude.shape)} and {tuple(label_magnitude.shape)}"
         )
-    d_mu = pred_magnitude - label_magnitude
+    if label_vector is None:
+        d_mu = pred_magnitude - label_magnitude
+    else:
+        if pred_dipole is None or pred_dipole.shape != label_vector.shape:
+            raise ValueError("the vector dipole target needs predicted and label vectors of shape (n_molecules, 3)")
+        d_mu = torch.linalg.vector_norm(pred_dipole - label_vector, dim=-1)
     mu_rmse, mu_mae = torch.sqrt(molecule_mean(d_mu * d_mu)), molecule_mean(d_mu.abs())
     total = l2 * (mu_rmse + mu_mae)
     if label_charges is None:
@@ -118,16 +124,19 @@ def paper_loss(
     label_dipole: Tensor | None = None,
     direction_weight: float = 0.0,
     direction_form: str = "batch",
+    label_vector: Tensor | None = None,
 ) -> LossTerms:
-    """The paper's loss (exactly, with the default ``direction_weight=0``). ``label_charges=None`` (charge mode
+    """The paper's loss (exactly, with the default ``direction_weight=0`` and no ``label_vector``). ``label_charges=None`` (charge mode
     ``none``) drops the l1 term. ``pred_dipole`` / ``label_dipole`` ((n_molecules, 3), e*Angstrom) feed the
     direction term when ``direction_weight`` > 0.
 
     Shapes: charges (n_atoms,), magnitudes (n_molecules,). Mismatched shapes raise instead of
-    broadcasting (hippynn's (M,) vs (M,1) pitfall silently builds an M x M error matrix).
+    broadcasting (hippynn's (M,) vs (M,1) pitfall silently builds an M x M error matrix). ``label_vector``
+    ((n_molecules, 3), e*Angstrom) makes the dipole terms compare ``pred_dipole`` with it instead of magnitudes.
     """
     return _loss_terms(pred_charges, label_charges, pred_magnitude_e_angstrom, label_magnitude_e_angstrom, l1, l2,
-                       torch.mean, torch.mean, pred_dipole, label_dipole, direction_weight, direction_form)
+                       torch.mean, torch.mean, pred_dipole, label_dipole, direction_weight, direction_form,
+                       label_vector)
 
 
 def weighted_paper_loss(
@@ -144,6 +153,7 @@ def weighted_paper_loss(
     label_dipole: Tensor | None = None,
     direction_weight: float = 0.0,
     direction_form: str = "batch",
+    label_vector: Tensor | None = None,
 ) -> LossTerms:
     """:func:`paper_loss` over a padded batch: every mean is ``sum(weight * x)`` with weights ``1 / n_real`` on
     the real atoms (molecules) and 0 on the padding, so the padding adds nothing and the shapes never depend on
@@ -151,17 +161,19 @@ def weighted_paper_loss(
     float rounding."""
     return _loss_terms(pred_charges, label_charges, pred_magnitude_e_angstrom, label_magnitude_e_angstrom, l1, l2,
                        lambda x: torch.sum(atom_weights * x), lambda x: torch.sum(molecule_weights * x),
-                       pred_dipole, label_dipole, direction_weight, direction_form)
+                       pred_dipole, label_dipole, direction_weight, direction_form, label_vector)
 
 
 def batch_loss(output, batch, charge_mode: str, l1: float = PAPER_L1, l2: float = PAPER_L2,
-               direction_weight: float = 0.0, direction_form: str = "batch") -> LossTerms:
+               direction_weight: float = 0.0, direction_form: str = "batch",
+               dipole_target: str = "magnitude") -> LossTerms:
     """Loss of a model ``output`` (DipoleOutput) on a ``batch`` (labels: mu in Debye, charges in e).
 
     ``charge_mode``: ``none`` ignores the batch's charges; ``mulliken`` / ``average`` use them (the
     loader already holds the right labels: the file's charges or the per-element means).
     ``direction_weight`` > 0 adds the direction term against the label charges' point dipole (about each
-    molecule's centroid).
+    molecule's centroid). ``dipole_target="vector"`` compares the predicted dipole vectors with the batch's
+    ``mu_vec_debye`` (about the centroid; for an ion the label must be about the same origin).
     """
     if charge_mode not in CHARGE_MODES:
         raise ValueError(f"charge_mode must be one of {CHARGE_MODES}, got {charge_mode!r}")
@@ -171,8 +183,16 @@ def batch_loss(output, batch, charge_mode: str, l1: float = PAPER_L1, l2: float 
             raise ValueError(f"charge mode '{charge_mode}' needs per-atom charge labels but the batch has none")
         labels = batch.charges
     label_mag = batch.mu_debye / DEBYE_PER_E_ANGSTROM
-    if direction_weight <= 0 or labels is None:
+    label_vector = None
+    if dipole_target == "vector":
+        if batch.mu_vec_debye is None:
+            raise ValueError("the vector dipole target needs dipole vectors (mu_vec) but the batch has none")
+        label_vector = batch.mu_vec_debye / DEBYE_PER_E_ANGSTROM
+    if (direction_weight <= 0 or labels is None) and label_vector is None:
         return paper_loss(output.charges, labels, output.magnitude, label_mag, l1, l2)
+    label_dipole = None
+    if direction_weight > 0 and labels is not None:
+        label_dipole = centroid_point_dipole(labels, batch.R, batch.offsets)
     return paper_loss(output.charges, labels, output.magnitude, label_mag, l1, l2, pred_dipole=output.dipole,
-                      label_dipole=centroid_point_dipole(labels, batch.R, batch.offsets),
-                      direction_weight=direction_weight, direction_form=direction_form)
+                      label_dipole=label_dipole, direction_weight=direction_weight if label_dipole is not None else 0.0,
+                      direction_form=direction_form, label_vector=label_vector)

@@ -131,7 +131,8 @@ def train(
                          dtype=torch.float32, charges=labels)
     graphed_step = None
     if device.type == "cuda" and config.cuda_graphs is not False:  # on by default on a GPU
-        graphed_step = GraphedTrainStep(model, config.charges, direction_form=config.direction_form)
+        graphed_step = GraphedTrainStep(model, config.charges, direction_form=config.direction_form,
+                                        dipole_target=config.dipole_target)
         say("training steps replay from CUDA graphs (--no-cuda-graphs: plain eager steps)")
     elif config.cuda_graphs:
         say(f"note: --cuda-graphs needs a CUDA device; training on {device} without them")
@@ -199,6 +200,8 @@ def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Sa
         dataset = load_h5(path, charges=config.charge_array if wanted else None, check=True)
     else:
         validate(dataset)
+    if config.dipole_target == "vector" and dataset.mu_vec_debye is None:
+        raise DataError(f"{dataset.source}: --dipole-target vector needs dipole vectors (array 'mu_vec')")
     if config.charges != "none" and dataset.charges is None:
         raise DataError(f"{dataset.source}: charge mode '{config.charges}' needs per-atom charges ('{config.charge_array}')")
     species = sorted(int(z) for z in (config.species or np.unique(dataset.Z)))
@@ -401,7 +404,8 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
         else:
             batch = batch.to(device)
             out = model(batch.Z, batch.R, batch.offsets, batch.total_charge)
-            terms = batch_loss(out, batch, config.charges, config.l1, l2, w_dir, config.direction_form)
+            terms = batch_loss(out, batch, config.charges, config.l1, l2, w_dir, config.direction_form,
+                               config.dipole_target)
         values = terms.as_floats()  # one device-to-host read for all loss terms
         if not math.isfinite(values["total"]):
             raise TrainingError(f"loss became {values['total']} in epoch {epoch}; try a smaller --lr")
