@@ -176,14 +176,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
   const c10::cuda::CUDAGuard guard(in.z.device());
   const Tensor grad_env = grad_env_in.contiguous();
 
-  // Pairs grouped by sending atom for featsum (only when grad_z is wanted and the kernels read them, i.e.
-  // not in the atomic featsum mode): a stable sort keeps ascending pair index inside a group, and group j
-  // is [second_offsets[j], second_offsets[j + 1]).
-  const bool reads_groups = in.z.scalar_type() == at::kFloat
-                                ? cuda::gaussian_envsum_backward_reads_sender_groups(envsum_args<float>(in, cutoff))
-                                : cuda::gaussian_envsum_backward_reads_sender_groups(envsum_args<double>(in, cutoff));
+  // Pairs grouped by sending atom for featsum (only when grad_z is wanted): a stable sort keeps ascending
+  // pair index inside a group, and group j is [second_offsets[j], second_offsets[j + 1]).
   Tensor second_order, second_offsets;
-  if (output_mask[0] && reads_groups) {
+  if (output_mask[0]) {
     const int64_t n_pairs = in.r.numel();
     TORCH_CHECK(n_pairs < int64_t(std::numeric_limits<int32_t>::max()), "fastdipole.", op,
                 ": at most 2^31 - 1 pairs on CUDA, got ", n_pairs);

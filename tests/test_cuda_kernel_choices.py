@@ -20,17 +20,8 @@ ENVSUM_CU = (Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "envsum.cu"
 def test_every_knob_is_read_by_the_launchers_with_the_default_the_table_states():
     for name in cuda_kernels.DEFAULTS:
         assert f'"{name}"' in ENVSUM_CU, f"{name} is not read in csrc/cuda/envsum.cu"
-    # unset, kernel_choice gives "auto"; the column knobs fall back to the default passed to max_columns
+    # unset, kernel_choice gives "auto"
     assert re.search(r':\s*std::string\("auto"\)', ENVSUM_CU)
-    columns = dict(re.findall(r'max_columns\("(\w+)", (\d+)\)', ENVSUM_CU))
-    assert columns == {"FASTDIPOLE_CUDA_LANES_MAX_COLUMNS": cuda_kernels.DEFAULTS["FASTDIPOLE_CUDA_LANES_MAX_COLUMNS"],
-                       "FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS":
-                           cuda_kernels.DEFAULTS["FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS"]}
-    # the opt-in values are the ones the launchers compare with (the defaults are "anything else")
-    for name, value in (("FASTDIPOLE_CUDA_ENVSUM_FEATSUM", "atomic"), ("FASTDIPOLE_CUDA_LANES_PIPELINE", "1"),
-                        ("FASTDIPOLE_CUDA_LANES_DS", "items")):
-        assert f'kernel_choice("{name}") == "{value}"' in ENVSUM_CU
-        assert cuda_kernels.DEFAULTS[name] != value
 
 
 def test_every_variant_runs_in_some_test_configuration():
@@ -47,12 +38,12 @@ def test_environment_rejects_unknown_knobs():
 
 
 def test_kernel_environment_sets_every_knob_and_restores_the_previous_values(monkeypatch):
-    monkeypatch.setenv("FASTDIPOLE_CUDA_LANES_DS", "items")
-    monkeypatch.delenv("FASTDIPOLE_CUDA_LANES_PIPELINE", raising=False)
-    knobs = cuda_kernels.FORWARD_VARIANTS["lanes, pipelined"]
+    monkeypatch.setenv("FASTDIPOLE_CUDA_ENVSUM_BACKWARD", "lanes")
+    monkeypatch.delenv("FASTDIPOLE_CUDA_ENVSUM_FORWARD", raising=False)
+    knobs = cuda_kernels.FORWARD_VARIANTS["block"]
     with cuda_kernels.kernel_environment(knobs) as env:
-        assert os.environ["FASTDIPOLE_CUDA_LANES_PIPELINE"] == "1"
-        assert os.environ["FASTDIPOLE_CUDA_LANES_DS"] == cuda_kernels.DEFAULTS["FASTDIPOLE_CUDA_LANES_DS"]
+        assert os.environ["FASTDIPOLE_CUDA_ENVSUM_FORWARD"] == "block"
+        assert os.environ["FASTDIPOLE_CUDA_ENVSUM_BACKWARD"] == cuda_kernels.DEFAULTS["FASTDIPOLE_CUDA_ENVSUM_BACKWARD"]
         assert env == {name: os.environ[name] for name in cuda_kernels.DEFAULTS}
-    assert os.environ["FASTDIPOLE_CUDA_LANES_DS"] == "items"
-    assert "FASTDIPOLE_CUDA_LANES_PIPELINE" not in os.environ
+    assert os.environ["FASTDIPOLE_CUDA_ENVSUM_BACKWARD"] == "lanes"
+    assert "FASTDIPOLE_CUDA_ENVSUM_FORWARD" not in os.environ

@@ -346,12 +346,7 @@ def test_segmented_dipole_malformed_offsets_are_memory_safe(fd):
 # ---------------------------------------------------------------------------------------------------------
 # determinism (bitwise), also on a non-default stream
 # ---------------------------------------------------------------------------------------------------------
-# every kernel configuration but those with the atomic featsum (not bitwise reproducible by design)
-DETERMINISTIC = [name for name, knobs in cuda_kernels.TEST_CONFIGURATIONS.items()
-                 if knobs.get("FASTDIPOLE_CUDA_ENVSUM_FEATSUM") != "atomic"]
-
-
-@pytest.mark.parametrize("kernels", DETERMINISTIC)
+@pytest.mark.parametrize("kernels", list(cuda_kernels.TEST_CONFIGURATIONS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_repeated_runs_are_bitwise_identical(fd, qm9, dtype, kernels, monkeypatch):
     monkeypatch.setenv("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS", "1000")  # the cluster takes the cell list

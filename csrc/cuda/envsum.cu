@@ -12,7 +12,6 @@
 
 #include "cuda/device_utils.cuh"
 #include "cuda/launchers.h"
-#include "cuda/scan.cuh"
 
 namespace fastdipole::cuda {
 namespace {
@@ -181,15 +180,11 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
   }
 }
 
-#include "cuda/envsum_lanes.cuh"     // the default kernels for n_sens <= 32
-#include "cuda/envsum_segments.cuh"  // opt-in backward: one block per closed segment of atoms
+#include "cuda/envsum_lanes.cuh"  // the default kernels for n_sens <= 32
 
 // ---------------------------------------------------------------------------------------------------------
-// Backward pass 1: block per receiving atom i, threads over features.
-// Shared layout: j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile]
-//                | s[tile][S] | red[n_warps][tile][S] (red[0] becomes dS) | dr, dmu, dsig [tile][S]  (T)
-// ---------------------------------------------------------------------------------------------------------
-// Shared-memory prefix common to both backward row kernels:
+// Backward pass 1 where the lanes kernel does not run: block per receiving atom i (the tiled kernel below).
+// Shared-memory prefix of its layout:
 //   j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile] | s[tile][S]  (T)
 template <typename T>
 struct BackwardRowShared {
@@ -219,7 +214,7 @@ __device__ __forceinline__ BackwardRowShared<T> backward_row_shared(unsigned cha
   return sh;
 }
 
-// Start of both backward row kernels: parameters hoisted, this atom's grad_mu / grad_sigma partials zeroed
+// Start of the tiled backward's row: parameters hoisted, this atom's grad_mu / grad_sigma partials zeroed
 // (thread v % blockDim owns entry v here and in finish_tile).
 template <typename T>
 __device__ __forceinline__ void start_row(const EnvsumArgs<T>& a, const BackwardRowShared<T>& sh) {
@@ -230,7 +225,7 @@ __device__ __forceinline__ void start_row(const EnvsumArgs<T>& a, const Backward
   }
 }
 
-// End of a tile in both backward row kernels (dS, dr, dmu, dsig: [tile][S], complete): grad_r of the tile's
+// End of a tile in the tiled backward (dS, dr, dmu, dsig: [tile][S], complete): grad_r of the tile's
 // pairs, v in order as the CPU kernel (grad_r null when not wanted), and this atom's grad_mu / grad_sigma
 // partials, pairs in order, in double (as the CPU kernel).
 template <typename T>
@@ -257,98 +252,9 @@ __device__ __forceinline__ void finish_tile(const BackwardRowShared<T>& sh, int 
   }
 }
 
-template <typename T>
-size_t backward_shared_bytes(int64_t S, int tile, int n_warps) {
-  return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
-         sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * (4 + n_warps));
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas spilled (double, sm_90)
-    envsum_backward_rows_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int tile, T* __restrict__ C,
-                                T* __restrict__ grad_r, double* __restrict__ part_mu,
-                                double* __restrict__ part_sigma) {
-  extern __shared__ __align__(16) unsigned char shared_raw[];
-  const int64_t S = a.n_sens, F = a.n_features, N = a.n_atoms;
-  const int n_warps = blockDim.x / kWarp;
-  const int warp = threadIdx.x / kWarp;
-  const int lane = threadIdx.x & (kWarp - 1);
-  const int64_t TS = int64_t(tile) * S;
-
-  const BackwardRowShared<T> sh = backward_row_shared<T>(shared_raw, int(S), tile);
-  T* red_sh = sh.s + TS;  // [n_warps][tile][S]
-  T* dr_sh = red_sh + TS * n_warps;
-  T* dmu_sh = dr_sh + TS;
-  T* dsig_sh = dmu_sh + TS;
-
-  const int64_t i = blockIdx.x;
-  start_row(a, sh);
-  int64_t begin, end;
-  detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
-  const T* dE_i = dE + i * S * F;
-
-  for (int64_t p0 = begin; p0 < end; p0 += tile) {
-    const int nk = int(min(int64_t(tile), end - p0));
-    __syncthreads();
-    stage_pairs(a, i, p0, nk, sh.j, sh.inv_r, sh.cut, sh.dcut, sh.inv_mu, sh.nhs2, sh.s);
-    __syncthreads();
-
-    for (int k = 0; k < nk; ++k) {  // uniform over the block
-      const int64_t j = sh.j[k];
-      if (j < 0) continue;
-      const int64_t p = p0 + k;
-      const T* sk = sh.s + int64_t(k) * S;
-      const T* zj = a.z + j * F;
-      // featsum terms C[p, f] = sum_v dE[i, v, f] s_v(p) (C is null when grad_z is not wanted)
-      for (int64_t f = threadIdx.x; C != nullptr && f < F; f += blockDim.x) {
-        T c = T(0);
-        for (int64_t v = 0; v < S; ++v) {
-          const T s = sk[v];
-          if (s != T(0)) c += s * dE_i[v * F + f];
-        }
-        C[p * F + f] = c;
-      }
-      // sensesum partials: per warp, dS[p, v] over this warp's features (active v only)
-      for (int64_t v = 0; v < S; ++v) {
-        if (sk[v] == T(0)) continue;  // uniform: same shared value for every thread
-        T part = T(0);
-        for (int64_t f = threadIdx.x; f < F; f += blockDim.x) part += dE_i[v * F + f] * zj[f];
-        part = detail::warp_sum(part);
-        if (lane == 0) red_sh[(int64_t(warp) * tile + k) * S + v] = part;
-      }
-    }
-    __syncthreads();
-
-    // Per (pair, v): dS (warps summed in order) and the derivatives of s.
-    for (int64_t idx = threadIdx.x; idx < int64_t(nk) * S; idx += blockDim.x) {
-      const int64_t k = idx / S;
-      const int64_t v = idx - k * S;
-      const T s = sh.s[idx];
-      T dS = T(0), ds_dr = T(0), ds_dmu = T(0), ds_dsigma = T(0);
-      if (sh.j[k] >= 0 && s != T(0)) {
-        for (int w = 0; w < n_warps; ++w) dS += red_sh[int64_t(w) * TS + idx];
-        const T g = exp(gaussian_exponent(sh.inv_r[k], sh.inv_mu[v], sh.nhs2[v]));
-        sensitivity_gradients_inv_mu(sh.inv_r[k], sh.inv_mu[v], a.sigma[v], g, sh.cut[k], sh.dcut[k], ds_dr, ds_dmu,
-                                     ds_dsigma);
-      }
-      red_sh[idx] = dS;  // red[0] now holds dS (only this thread touches element idx)
-      dr_sh[idx] = ds_dr;
-      dmu_sh[idx] = ds_dmu;
-      dsig_sh[idx] = ds_dsigma;
-    }
-    __syncthreads();
-
-    finish_tile(sh, int(S), nk, red_sh, dr_sh, dmu_sh, dsig_sh, grad_r != nullptr ? grad_r + p0 : nullptr);
-  }
-  for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {
-    part_mu[v * N + i] = sh.gmu[v];
-    part_sigma[v * N + i] = sh.gsig[v];
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------
-// Backward pass 1, tiled (the default): as the kernel above, but with no global-memory latency in its inner
-// loops. Per tile of pairs and chunk of fc features, the block stages grad_env[i, :, chunk] and the senders'
+// Backward pass 1, tiled (float64, n_sens > 32 or fewer than 16 features): no global-memory latency in its
+// inner loops. Per tile of pairs and chunk of fc features, the block stages grad_env[i, :, chunk] and the senders'
 // features z[j, chunk] in shared memory (coalesced loads by all threads at once), then
 //   dS[k, v] += sum_f dE[v, f] z[j_k, f]   one thread per (pair, v), f in chunk order
 //   C[p, f]   = sum_v s[k, v] dE[v, f]     one thread per (pair, f), v in order (the same bits as above)
@@ -357,7 +263,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
 //                | s, dS, dr, dmu, dsig [tile][S] | dE[S][fc | 1] | zt[tile][fc | 1]  (T)
 // ---------------------------------------------------------------------------------------------------------
 template <typename T>
-size_t tiled_shared_bytes(int64_t S, int tile, int fc) {
+constexpr size_t tiled_shared_bytes(int64_t S, int tile, int fc) {
   return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
          sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * 5 + (S + tile) * int64_t(fc | 1));
 }
@@ -511,25 +417,10 @@ cudaError_t launch_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) 
   return cudaGetLastError();
 }
 
-template <typename T>
-int backward_threads(const EnvsumArgs<T>& a) {
-  // Fewer warps for many sensitivities keep the per-warp dS tiles inside the shared budget.
-  const int max_threads = a.n_sens > 64 ? 128 : kMaxThreads;
-  return int(std::min<int64_t>(max_threads, std::max<int64_t>(kWarp, round_up(a.n_features, kWarp))));
-}
-
-template <typename T>
-int backward_tile(const EnvsumArgs<T>& a, int threads) {
-  const int n_warps = threads / kWarp;
-  const size_t fixed = backward_shared_bytes<T>(a.n_sens, 0, n_warps);
-  const size_t per_pair = backward_shared_bytes<T>(a.n_sens, 1, n_warps) - fixed;
-  if (fixed + per_pair > kSharedBudget) return 0;
-  return int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
-}
-
 // Launch plan of the tiled backward: threads, pairs per tile, features per chunk. Each candidate chunk width
 // (64, 32, ..., 1) gets the largest tile that fits; the plan with the most work between barriers
-// (min(tile, 16) x chunk) wins. False when even one pair and one feature do not fit (the warp kernel runs).
+// (min(tile, 16) x chunk) wins. One pair and one feature always fit (asserted below), so there is a plan for
+// every n_sens the launchers accept.
 struct TiledPlan {
   int threads = 0, tile = 0, fc = 0;
 };
@@ -555,13 +446,14 @@ bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
   plan = best;
   return true;
 }
+static_assert(tiled_shared_bytes<double>(kMaxSensitivities, 1, 1) <= kSharedBudget,
+              "the tiled backward must fit one pair and one feature for every accepted n_sens");
 
 // Kernel selection. FASTDIPOLE_CUDA_ENVSUM_FORWARD = lanes | block and FASTDIPOLE_CUDA_ENVSUM_BACKWARD =
-// lanes | tiled | warp | segments force a kernel (benchmarks and tests compare them); unset, the lanes kernels run
-// where they were measured fastest on an H200 (benchmarks/README.md): n_sens <= 32 and at least 16 features
-// (the one-hot layer's few features leave most lanes idle), and in the backward float32 only (in float64
-// the tiled kernel was faster). The lanes kernels never run for n_sens > 32, the lanes backward never in
-// float64.
+// lanes | tiled force a kernel (benchmarks and tests compare them); unset, the lanes kernels run where they
+// were measured fastest on an H200 (benchmarks/README.md): n_sens <= 32 and at least 16 features (the one-hot
+// layer's few features leave most lanes idle), and in the backward float32 only (in float64 the tiled kernel
+// was faster). The lanes kernels never run for n_sens > 32, the lanes backward never in float64.
 inline std::string kernel_choice(const char* variable) {
   const char* env = std::getenv(variable);
   return (env != nullptr && *env != '\0') ? std::string(env) : std::string("auto");
@@ -569,19 +461,6 @@ inline std::string kernel_choice(const char* variable) {
 
 constexpr int64_t kLanesMaxSensitivities = 32;
 constexpr int64_t kLanesMinFeatures = 16;
-
-// Feature columns of 32 per lane in the lanes kernels, at most: FASTDIPOLE_CUDA_LANES_MAX_COLUMNS (forward,
-// default 4: one warp per 128-feature row) and FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS (backward, default 2, as
-// measured; with 4, one warp holds a 128-feature row of grad_env, so each transposing warp sum serves twice the
-// features, for more registers per thread). Values 1, 2 or 4 (others round down).
-inline int max_columns(const char* variable, int default_columns) {
-  const std::string choice = kernel_choice(variable);
-  if (choice == "auto") return default_columns;
-  const int v = std::atoi(choice.c_str());
-  return v >= 4 ? 4 : (v >= 2 ? 2 : 1);
-}
-inline int forward_max_columns() { return max_columns("FASTDIPOLE_CUDA_LANES_MAX_COLUMNS", 4); }
-inline int backward_max_columns() { return max_columns("FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS", 2); }
 
 template <typename T>
 bool use_lanes_forward(const EnvsumArgs<T>& a) {
@@ -591,19 +470,10 @@ bool use_lanes_forward(const EnvsumArgs<T>& a) {
 }
 
 template <typename T>
-bool use_lanes_backward(const EnvsumArgs<T>& a, const std::string& choice) {
+bool use_lanes_backward(const EnvsumArgs<T>& a) {
   if (sizeof(T) != 4 || a.n_sens > kLanesMaxSensitivities) return false;
+  const std::string choice = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
   return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
-}
-
-// FASTDIPOLE_CUDA_ENVSUM_FEATSUM = atomic: the lanes backward adds its featsum terms to grad_z with float
-// atomics, so the (n_pairs x n_features) scratch C, the pair grouping by sender and the featsum pass go away,
-// at the price of run-to-run bitwise reproducibility of grad_z. Unset (or "sorted"): C, then a featsum in
-// ascending pair order (deterministic). Only the lanes backward has the atomic mode.
-template <typename T>
-bool use_atomic_featsum(const EnvsumArgs<T>& a) {
-  return use_lanes_backward(a, kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD")) &&
-         kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FEATSUM") == "atomic";
 }
 
 template <int V>
@@ -611,16 +481,14 @@ using IntConstant = std::integral_constant<int, V>;
 
 // Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 20, 24 or 32 >=
 // n_sens; 20 is HIP-NN's usual count, where 24 slots would spend a sixth of the FMAs on padding)
-// and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (4: one warp
-// covers a 128-feature row and stages its pairs once); in float64 always 1 (double registers are twice as
-// wide). max_ct (<= MAX_CT) lowers the bound at run time: FASTDIPOLE_CUDA_LANES_MAX_COLUMNS (forward, default
-// 4) and FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS (backward, which also holds a 32-value warp sum in
-// registers; default 2).
+// and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (the forward:
+// 4, one warp covers a 128-feature row and stages its pairs once; the backward, which also holds a 32-value
+// warp sum in registers: 2, as measured); in float64 always 1 (double registers are twice as wide).
 template <int MAX_CT, typename T, typename Launch>
-cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct = MAX_CT) {
+cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch) {
   auto with_ct = [&](auto sv) -> cudaError_t {
     if constexpr (sizeof(T) == 4 && MAX_CT >= 4) {
-      if (a.n_features > 2 * kWarp && max_ct >= 4) return launch(sv, IntConstant<4>{});
+      if (a.n_features > 2 * kWarp) return launch(sv, IntConstant<4>{});
     }
     if constexpr (sizeof(T) == 4 && MAX_CT >= 2) {
       if (a.n_features > kWarp) return launch(sv, IntConstant<2>{});
@@ -634,63 +502,38 @@ cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct =
   return with_ct(IntConstant<32>{});
 }
 
-// Benchmark knob FASTDIPOLE_CUDA_LANES_PIPELINE=1: the lanes forward loads the next batch of sender rows
-// before adding the current one (envsum_lanes.cuh); unset or 0, one batch at a time (the measured default).
-inline bool forward_pipelined() { return kernel_choice("FASTDIPOLE_CUDA_LANES_PIPELINE") == "1"; }
-
 template <typename T, int SV, int CT>
 cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
   const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
   const int64_t blocks = ceil_div(a.n_atoms * n_chunks, lanes::kForwardWarps);
   if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
   const unsigned threads = lanes::kForwardWarps * kWarp;
-  if (forward_pipelined()) {
-    lanes::envsum_forward_lanes_kernel<T, SV, CT, true><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
-  } else {
-    lanes::envsum_forward_lanes_kernel<T, SV, CT, false><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
-  }
-  return cudaGetLastError();
-}
-
-// Benchmark knob FASTDIPOLE_CUDA_LANES_DS=items: the lanes backward sums dS by (pair, sensitivity group)
-// items from shared-memory tiles instead of transposing warp sums (envsum_lanes.cuh, ITEM_DS).
-inline bool backward_item_ds() { return kernel_choice("FASTDIPOLE_CUDA_LANES_DS") == "items"; }
-
-template <typename T, int SV, int CT, bool ITEM_DS>
-cudaError_t launch_backward_lanes_as(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
-                                     double* part_mu, double* part_sigma, cudaStream_t stream) {
-  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
-  int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
-  // fewer warps (each takes more chunks) where the item tiles would not fit
-  while (n_warps > 1 && lanes::backward_shared_bytes<T, SV, ITEM_DS>(n_warps) > kSharedBudget) --n_warps;
-  const size_t shared = lanes::backward_shared_bytes<T, SV, ITEM_DS>(n_warps);
-  if (shared > kSharedBudget) return cudaErrorInvalidValue;
-  lanes::envsum_backward_lanes_kernel<T, SV, CT, ITEM_DS><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
-      a, grad_env, n_chunks, C, grad_z_atomic, grad_r, part_mu, part_sigma);
+  lanes::envsum_forward_lanes_kernel<T, SV, CT><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
   return cudaGetLastError();
 }
 
 template <typename T, int SV, int CT>
-cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
-                                  double* part_mu, double* part_sigma, cudaStream_t stream) {
-  if (backward_item_ds()) {
-    return launch_backward_lanes_as<T, SV, CT, true>(a, grad_env, C, grad_z_atomic, grad_r, part_mu, part_sigma,
-                                                     stream);
-  }
-  return launch_backward_lanes_as<T, SV, CT, false>(a, grad_env, C, grad_z_atomic, grad_r, part_mu, part_sigma,
-                                                    stream);
+cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
+                                  double* part_sigma, cudaStream_t stream) {
+  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
+  const int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
+  const size_t shared = lanes::backward_shared_bytes<T, SV>(n_warps);
+  if (shared > kSharedBudget) return cudaErrorInvalidValue;
+  lanes::envsum_backward_lanes_kernel<T, SV, CT><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
+      a, grad_env, n_chunks, C, grad_r, part_mu, part_sigma);
+  return cudaGetLastError();
 }
 
 // The lanes backward for any SV / CT; instantiated for float32 only (use_lanes_backward is false for float64).
 template <typename T>
-cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
-                                      double* part_mu, double* part_sigma, cudaStream_t stream) {
+cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
+                                      double* part_sigma, cudaStream_t stream) {
   if constexpr (sizeof(T) == 4) {
     auto launch = [&](auto sv, auto ct) {
-      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_z_atomic,
-                                                                                 grad_r, part_mu, part_sigma, stream);
+      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_r, part_mu,
+                                                                                 part_sigma, stream);
     };
-    return dispatch_lanes<4>(a, launch, backward_max_columns());
+    return dispatch_lanes<2>(a, launch);
   } else {
     return cudaErrorInvalidValue;
   }
@@ -707,70 +550,15 @@ cudaError_t launch_featsum_lanes(const EnvsumArgs<T>& a, const int64_t* second_o
   return cudaGetLastError();
 }
 
-// Opt-in backward FASTDIPOLE_CUDA_ENVSUM_BACKWARD=segments (envsum_segments.cuh): float32, n_sens <= 32
-// (elsewhere the choice falls back to the default kernels).
-template <typename T>
-bool use_segments_backward(const EnvsumArgs<T>& a) {
-  return sizeof(T) == 4 && a.n_sens <= kLanesMaxSensitivities &&
-         kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD") == "segments";
-}
-
-// Finds the segments (crossing counts D, n_atoms + 1 int64, then its scan) and runs the segment kernel.
-template <typename T>
-cudaError_t launch_backward_segments(const EnvsumArgs<T>& a, const T* grad_env, int64_t* D, int64_t* scan_scratch,
-                                     T* grad_z, T* grad_r, double* part_mu, double* part_sigma,
-                                     cudaStream_t stream) {
-  const int64_t N = a.n_atoms, P = a.n_pairs;
-  cudaError_t err = cudaMemsetAsync(D, 0, sizeof(int64_t) * size_t(N + 1), stream);
-  if (err != cudaSuccess) return err;
-  if (P > 0) {
-    constexpr int kMarkThreads = 256;
-    const int64_t blocks = ceil_div(P, kMarkThreads);
-    if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
-    segments::crossing_marks_kernel<<<unsigned(blocks), kMarkThreads, 0, stream>>>(
-        a.pair_first, a.pair_second, P, N, reinterpret_cast<unsigned long long*>(D));
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  }
-  if ((err = detail::exclusive_scan_inplace(D, N + 1, scan_scratch, stream)) != cudaSuccess) return err;
-  // 4 features per load where float32 rows are 16-byte aligned
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  const bool vec4 = sizeof(T) == 4 && a.n_features % 4 == 0 && aligned(grad_env) && aligned(a.z) &&
-                    (grad_z == nullptr || aligned(grad_z));
-  constexpr int threads = segments::kThreads;
-  auto launch = [&](auto sv, auto) -> cudaError_t {
-    if constexpr (sizeof(T) == 4) {  // use_segments_backward: float32 only
-      constexpr int SV = decltype(sv)::value;
-      if (vec4) {
-        segments::envsum_backward_segments_kernel<T, SV, 4><<<unsigned(N), threads, 0, stream>>>(
-            a, grad_env, D, grad_z, grad_r, part_mu, part_sigma);
-      } else {
-        segments::envsum_backward_segments_kernel<T, SV, 1><<<unsigned(N), threads, 0, stream>>>(
-            a, grad_env, D, grad_z, grad_r, part_mu, part_sigma);
-      }
-      return cudaGetLastError();
-    } else {
-      return cudaErrorInvalidValue;
-    }
-  };
-  return dispatch_lanes<1>(a, launch);
-}
-
-// Scratch of the backward: C (the featsum terms; none for the atomic featsum and segment kernels) or, for the
-// segment kernel, the crossing counts and their scan's scratch; then the per-atom partials.
+// Scratch of the backward: C (the featsum terms), then the per-atom partials.
 struct BackwardScratchLayout {
-  size_t C = 0, crossings = 0, scan = 0, part_mu = 0, part_sigma = 0, total = 0;
+  size_t C = 0, part_mu = 0, part_sigma = 0, total = 0;
 };
 
 template <typename T>
 BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
   BackwardScratchLayout l;
-  size_t front = 0;
-  if (use_segments_backward(a)) {
-    l.scan = align8(sizeof(int64_t) * size_t(a.n_atoms + 1));
-    front = l.scan + align8(detail::exclusive_scan_scratch_bytes(a.n_atoms + 1));
-  } else if (!use_atomic_featsum(a)) {
-    front = align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
-  }
+  const size_t front = align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
   const size_t part_bytes = sizeof(double) * size_t(a.n_sens) * size_t(a.n_atoms);
   l.part_mu = front;
   l.part_sigma = front + part_bytes;
@@ -789,7 +577,7 @@ cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t
     auto launch = [&](auto sv, auto ct) {
       return launch_forward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, env, stream);
     };
-    return dispatch_lanes<4>(a, launch, forward_max_columns());
+    return dispatch_lanes<4>(a, launch);
   }
   // Block kernel: register accumulators per thread for VT sensitivities; smaller groups give small-F layers
   // more threads.
@@ -811,11 +599,6 @@ cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t
 template <typename T>
 size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& a) {
   return backward_scratch_layout(a).total;
-}
-
-template <typename T>
-bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& a) {
-  return !use_atomic_featsum(a) && !use_segments_backward(a);
 }
 
 template <typename T>
@@ -849,38 +632,21 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   auto* part_mu = reinterpret_cast<double*>(base + layout.part_mu);
   auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
 
-  const std::string backward = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
-  const bool atomic_featsum = grad_z != nullptr && use_atomic_featsum(a);
-  T* C_or_null = grad_z != nullptr && !atomic_featsum ? C : nullptr;
+  T* C_or_null = grad_z != nullptr ? C : nullptr;  // featsum terms only when grad_z is wanted
   TiledPlan plan;
-  if (use_segments_backward(a)) {  // writes grad_z itself: no C, no featsum pass
-    err = launch_backward_segments<T>(a, grad_env, reinterpret_cast<int64_t*>(base + layout.crossings),
-                                      reinterpret_cast<int64_t*>(base + layout.scan), grad_z, grad_r, part_mu,
-                                      part_sigma, stream);
-    if (err != cudaSuccess) return err;
-    C_or_null = nullptr;
-  } else if (atomic_featsum) {  // the kernel adds into grad_z: start from zeros
-    if ((err = cudaMemsetAsync(grad_z, 0, sizeof(T) * size_t(N * F), stream)) != cudaSuccess) return err;
-    err = launch_backward_lanes_any<T>(a, grad_env, nullptr, grad_z, grad_r, part_mu, part_sigma, stream);
-  } else if (use_lanes_backward(a, backward)) {
-    err = launch_backward_lanes_any<T>(a, grad_env, C_or_null, nullptr, grad_r, part_mu, part_sigma, stream);
-  } else if (backward != "warp" && tiled_plan(a, plan)) {
+  if (use_lanes_backward(a)) {
+    err = launch_backward_lanes_any<T>(a, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
+  } else if (tiled_plan(a, plan)) {
     const size_t shared = tiled_shared_bytes<T>(S, plan.tile, plan.fc);
     envsum_backward_tiled_kernel<T><<<unsigned(N), plan.threads, shared, stream>>>(
         a, grad_env, plan.tile, plan.fc, C_or_null, grad_r, part_mu, part_sigma);
     err = cudaGetLastError();
   } else {
-    const int threads = backward_threads(a);
-    const int tile = backward_tile(a, threads);
-    if (tile < 1) return cudaErrorInvalidValue;
-    const size_t shared = backward_shared_bytes<T>(S, tile, threads / kWarp);
-    envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(a, grad_env, tile, C_or_null, grad_r,
-                                                                            part_mu, part_sigma);
-    err = cudaGetLastError();
+    return cudaErrorInvalidValue;  // unreachable for n_sens <= kMaxSensitivities (static_assert above)
   }
   if (err != cudaSuccess) return err;
 
-  if (grad_z != nullptr && C_or_null != nullptr) {
+  if (grad_z != nullptr) {
     // featsum: one warp per (sender, 32 or 64 features)
     if constexpr (sizeof(T) == 4) {
       err = F > kWarp ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)
@@ -901,8 +667,6 @@ template cudaError_t gaussian_envsum_forward<float>(const EnvsumArgs<float>&, fl
 template cudaError_t gaussian_envsum_forward<double>(const EnvsumArgs<double>&, double*, cudaStream_t);
 template size_t gaussian_envsum_backward_scratch_bytes<float>(const EnvsumArgs<float>&);
 template size_t gaussian_envsum_backward_scratch_bytes<double>(const EnvsumArgs<double>&);
-template bool gaussian_envsum_backward_reads_sender_groups<float>(const EnvsumArgs<float>&);
-template bool gaussian_envsum_backward_reads_sender_groups<double>(const EnvsumArgs<double>&);
 template cudaError_t gaussian_envsum_backward<float>(const EnvsumArgs<float>&, const float*, const int64_t*,
                                                      const int64_t*, void*, float*, float*, float*, float*,
                                                      cudaStream_t);

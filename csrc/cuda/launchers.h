@@ -136,14 +136,6 @@ cudaError_t group_pairs_by_sender(const int64_t* pair_second, int64_t n_pairs, i
 template <typename T>
 size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& args);
 
-// Whether gaussian_envsum_backward reads second_order / second_offsets for these args: false in the opt-in
-// atomic featsum mode (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic with the lanes backward), where the featsum
-// terms go straight into grad_z with float atomics (no C scratch, no grouping, no bitwise reproducibility),
-// and for the segment kernel (FASTDIPOLE_CUDA_ENVSUM_BACKWARD=segments, float32, n_sens <= 32: one block per
-// run of atoms that no pair leaves, which sums each sender's terms itself; deterministic).
-template <typename T>
-bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& args);
-
 // Backward. second_order (n_pairs,) lists pair indices grouped by pair_second in ascending j, pairs in
 // ascending index within a group (a stable sort of pair_second); second_offsets (n_atoms + 1,) delimits the
 // groups (group_pairs_by_sender makes them). Outputs are fully written: grad_z (n_atoms, n_features),
@@ -153,11 +145,9 @@ bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& args);
 // grad_r and the atom's grad_mu/grad_sigma partials (double). Atom i's grad_env rows come from DRAM once.
 // Pass 1 is the lanes kernel (one warp per chunk of 32 or 64 features holding grad_env in registers,
 // transposing warp sums) for float32 with n_sens <= 32 and n_features >= 16, else the tiled kernel (shared-
-// memory tiles); FASTDIPOLE_CUDA_ENVSUM_BACKWARD = lanes | tiled | warp forces one (segments: see
-// gaussian_envsum_backward_reads_sender_groups; it replaces passes 1 and 2). Pass 2 sums C over each
+// memory tiles); FASTDIPOLE_CUDA_ENVSUM_BACKWARD = lanes | tiled forces one. Pass 2 sums C over each
 // sending atom's group in order (grad_z, one warp per sender and feature chunk); pass 3 sums the partials
-// over atoms in a fixed tree. No float atomics: the result is bitwise reproducible (unless the atomic
-// featsum mode is asked for; see gaussian_envsum_backward_reads_sender_groups).
+// over atoms in a fixed tree. No float atomics: the result is bitwise reproducible.
 // Any output may be null to skip it: no grad_z skips the C terms and pass 2 (second_order and
 // second_offsets are then not read and may be null), no grad_r skips its sums, neither grad_mu nor
 // grad_sigma skips pass 3.

@@ -247,10 +247,8 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
                                fp::serial_for());
   std::vector<T> gz(static_cast<size_t>(N * F), T(-777)), gr(static_cast<size_t>(P), T(-777)), gm(static_cast<size_t>(S), T(-777)), gs(static_cast<size_t>(S), T(-777));
   std::vector<unsigned char> scratch(fc::gaussian_envsum_backward_scratch_bytes(a), 0xCD);
-  // The atomic featsum mode (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic) must not read the grouping: pass none.
-  const bool groups = fc::gaussian_envsum_backward_reads_sender_groups(a);
-  const int64_t* group_order = groups ? order.data() : nullptr;
-  const int64_t* group_offsets = groups ? second_offsets.data() : nullptr;
+  const int64_t* group_order = order.data();
+  const int64_t* group_offsets = second_offsets.data();
   check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), group_order, group_offsets, scratch.data(),
                                           gz.data(), gr.data(), gm.data(), gs.data(), nullptr),
              label + " backward");
@@ -298,8 +296,7 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
     std::vector<int64_t> bad_order(order), bad_so(second_offsets);
     bad_order[0] = int64_t(1) << 41;
     bad_so[1] = int64_t(1) << 42;
-    check_cuda(fc::gaussian_envsum_backward(b, grad_env.data(), groups ? bad_order.data() : nullptr,
-                                            groups ? bad_so.data() : nullptr, scratch.data(),
+    check_cuda(fc::gaussian_envsum_backward(b, grad_env.data(), bad_order.data(), bad_so.data(), scratch.data(),
                                             gz2.data(), gr2.data(), gm2.data(), gs2.data(), nullptr),
                label + " malformed backward");
     for (T x : env_bad) {
