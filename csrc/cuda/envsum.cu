@@ -5,9 +5,6 @@
 // Per-element math comes from common/hipnn_math.h (shared with the CPU kernels), with 1/mu and
 // -0.5 sigma^2 hoisted exactly as the CPU kernels hoist them.
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
-#include <string>
 #include <type_traits>
 
 #include "cuda/device_utils.cuh"
@@ -449,57 +446,38 @@ bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
 static_assert(tiled_shared_bytes<double>(kMaxSensitivities, 1, 1) <= kSharedBudget,
               "the tiled backward must fit one pair and one feature for every accepted n_sens");
 
-// Kernel selection. FASTDIPOLE_CUDA_ENVSUM_FORWARD = lanes | block and FASTDIPOLE_CUDA_ENVSUM_BACKWARD =
-// lanes | tiled force a kernel (benchmarks and tests compare them); unset, the lanes kernels run where they
-// were measured fastest on an H200 (benchmarks/README.md): n_sens <= 32 and at least 16 features (the one-hot
-// layer's few features leave most lanes idle), and in the backward float32 only (in float64 the tiled kernel
-// was faster). The lanes kernels never run for n_sens > 32, the lanes backward never in float64.
-inline std::string kernel_choice(const char* variable) {
-  const char* env = std::getenv(variable);
-  return (env != nullptr && *env != '\0') ? std::string(env) : std::string("auto");
-}
-
-constexpr int64_t kLanesMaxSensitivities = 32;
-constexpr int64_t kLanesMinFeatures = 16;
-
-template <typename T>
-bool use_lanes_forward(const EnvsumArgs<T>& a) {
-  if (a.n_sens > kLanesMaxSensitivities) return false;
-  const std::string choice = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FORWARD");
-  return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
-}
-
-template <typename T>
-bool use_lanes_backward(const EnvsumArgs<T>& a) {
-  if (sizeof(T) != 4 || a.n_sens > kLanesMaxSensitivities) return false;
-  const std::string choice = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
-  return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
-}
-
 template <int V>
 using IntConstant = std::integral_constant<int, V>;
 
-// Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 20, 24 or 32 >=
-// n_sens; 20 is HIP-NN's usual count, where 24 slots would spend a sixth of the FMAs on padding)
-// and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (the forward:
-// 4, one warp covers a 128-feature row and stages its pairs once; the backward, which also holds a 32-value
-// warp sum in registers: 2, as measured); in float64 always 1 (double registers are twice as wide).
+// Calls launch(SV, CT) with the plan's compile-time widths (kernel_plan.h: SV = lanes_slots, the register slots
+// per lane for the sensitivities; CT = the 32-feature columns per lane). Only the widths a pass can have are
+// instantiated: CT <= MAX_CT (forward 4, backward 2), and CT = 1 in float64. Other values: cudaErrorInvalidValue.
 template <int MAX_CT, typename T, typename Launch>
-cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch) {
+cudaError_t with_lanes_widths(int slots, int columns, Launch&& launch) {
   auto with_ct = [&](auto sv) -> cudaError_t {
     if constexpr (sizeof(T) == 4 && MAX_CT >= 4) {
-      if (a.n_features > 2 * kWarp) return launch(sv, IntConstant<4>{});
+      if (columns == 4) return launch(sv, IntConstant<4>{});
     }
     if constexpr (sizeof(T) == 4 && MAX_CT >= 2) {
-      if (a.n_features > kWarp) return launch(sv, IntConstant<2>{});
+      if (columns == 2) return launch(sv, IntConstant<2>{});
     }
-    return launch(sv, IntConstant<1>{});
+    if (columns == 1) return launch(sv, IntConstant<1>{});
+    return cudaErrorInvalidValue;
   };
-  if (a.n_sens <= 8) return with_ct(IntConstant<8>{});
-  if (a.n_sens <= 16) return with_ct(IntConstant<16>{});
-  if (a.n_sens <= 20) return with_ct(IntConstant<20>{});
-  if (a.n_sens <= 24) return with_ct(IntConstant<24>{});
-  return with_ct(IntConstant<32>{});
+  switch (slots) {
+    case 8:
+      return with_ct(IntConstant<8>{});
+    case 16:
+      return with_ct(IntConstant<16>{});
+    case 20:
+      return with_ct(IntConstant<20>{});
+    case 24:
+      return with_ct(IntConstant<24>{});
+    case 32:
+      return with_ct(IntConstant<32>{});
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 template <typename T, int SV, int CT>
@@ -524,16 +502,16 @@ cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* 
   return cudaGetLastError();
 }
 
-// The lanes backward for any SV / CT; instantiated for float32 only (use_lanes_backward is false for float64).
+// The lanes backward with the plan's widths; instantiated for float32 only (plan_envsum refuses it in float64).
 template <typename T>
-cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
-                                      double* part_sigma, cudaStream_t stream) {
+cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const EnvsumPlan& plan, const T* grad_env, T* C,
+                                      T* grad_r, double* part_mu, double* part_sigma, cudaStream_t stream) {
   if constexpr (sizeof(T) == 4) {
     auto launch = [&](auto sv, auto ct) {
       return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_r, part_mu,
                                                                                  part_sigma, stream);
     };
-    return dispatch_lanes<2>(a, launch);
+    return with_lanes_widths<2, T>(plan.lanes_slots, plan.backward_columns, launch);
   } else {
     return cudaErrorInvalidValue;
   }
@@ -570,29 +548,27 @@ BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
 }  // namespace
 
 template <typename T>
-cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
+cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, const EnvsumPlan& plan, T* env, cudaStream_t stream) {
   if (a.n_atoms == 0 || a.n_sens == 0 || a.n_features == 0) return cudaSuccess;
-  if (a.n_sens > kMaxSensitivities) return cudaErrorInvalidValue;
-  if (use_lanes_forward(a)) {
+  if (!plan_is_for(plan, envsum_shape(a))) return cudaErrorInvalidValue;
+  if (plan.forward == EnvsumForwardKernel::kLanes) {
     auto launch = [&](auto sv, auto ct) {
       return launch_forward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, env, stream);
     };
-    return dispatch_lanes<4>(a, launch);
+    return with_lanes_widths<4, T>(plan.lanes_slots, plan.forward_columns, launch);
   }
-  // Block kernel: register accumulators per thread for VT sensitivities; smaller groups give small-F layers
-  // more threads.
-  const int64_t S = a.n_sens, F = a.n_features;
-  int vt = S > 16 ? 32 : (S > 8 ? 16 : (S > 4 ? 8 : 4));
-  while (vt > 4 && F * ceil_div(S, vt) < 128) vt /= 2;
-  switch (vt) {
+  // Block kernel: register accumulators per thread for plan.block_group sensitivities.
+  switch (plan.block_group) {
     case 32:
       return launch_forward<T, 32>(a, env, stream);
     case 16:
       return launch_forward<T, 16>(a, env, stream);
     case 8:
       return launch_forward<T, 8>(a, env, stream);
-    default:
+    case 4:
       return launch_forward<T, 4>(a, env, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -602,9 +578,9 @@ size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& a) {
 }
 
 template <typename T>
-cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, const int64_t* second_order,
-                                     const int64_t* second_offsets, void* scratch, T* grad_z, T* grad_r,
-                                     T* grad_mu, T* grad_sigma, cudaStream_t stream) {
+cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const EnvsumPlan& plan, const T* grad_env,
+                                     const int64_t* second_order, const int64_t* second_offsets, void* scratch,
+                                     T* grad_z, T* grad_r, T* grad_mu, T* grad_sigma, cudaStream_t stream) {
   const int64_t N = a.n_atoms, S = a.n_sens, F = a.n_features, P = a.n_pairs;
   cudaError_t err = cudaSuccess;
   // Null outputs are not wanted: their work is skipped (featsum without grad_z, pass 3 without grad_mu and
@@ -624,7 +600,7 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
       return err;
     return cudaSuccess;
   }
-  if (S > kMaxSensitivities || N > detail::kMaxGridX) return cudaErrorInvalidValue;
+  if (N > detail::kMaxGridX || !plan_is_for(plan, envsum_shape(a))) return cudaErrorInvalidValue;
 
   const BackwardScratchLayout layout = backward_scratch_layout(a);
   auto* base = static_cast<unsigned char*>(scratch);
@@ -633,13 +609,13 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
 
   T* C_or_null = grad_z != nullptr ? C : nullptr;  // featsum terms only when grad_z is wanted
-  TiledPlan plan;
-  if (use_lanes_backward(a)) {
-    err = launch_backward_lanes_any<T>(a, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
-  } else if (tiled_plan(a, plan)) {
-    const size_t shared = tiled_shared_bytes<T>(S, plan.tile, plan.fc);
-    envsum_backward_tiled_kernel<T><<<unsigned(N), plan.threads, shared, stream>>>(
-        a, grad_env, plan.tile, plan.fc, C_or_null, grad_r, part_mu, part_sigma);
+  TiledPlan tiled;
+  if (plan.backward == EnvsumBackwardKernel::kLanes) {
+    err = launch_backward_lanes_any<T>(a, plan, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
+  } else if (tiled_plan(a, tiled)) {
+    const size_t shared = tiled_shared_bytes<T>(S, tiled.tile, tiled.fc);
+    envsum_backward_tiled_kernel<T><<<unsigned(N), tiled.threads, shared, stream>>>(
+        a, grad_env, tiled.tile, tiled.fc, C_or_null, grad_r, part_mu, part_sigma);
     err = cudaGetLastError();
   } else {
     return cudaErrorInvalidValue;  // unreachable for n_sens <= kMaxSensitivities (static_assert above)
@@ -647,10 +623,10 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   if (err != cudaSuccess) return err;
 
   if (grad_z != nullptr) {
-    // featsum: one warp per (sender, 32 or 64 features)
+    // featsum: one warp per (sender, 32 x plan.featsum_columns features; 2 columns in float32 only)
     if constexpr (sizeof(T) == 4) {
-      err = F > kWarp ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)
-                      : launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
+      err = plan.featsum_columns == 2 ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)
+                                      : launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
     } else {
       err = launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
     }
@@ -663,15 +639,17 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   return cudaGetLastError();
 }
 
-template cudaError_t gaussian_envsum_forward<float>(const EnvsumArgs<float>&, float*, cudaStream_t);
-template cudaError_t gaussian_envsum_forward<double>(const EnvsumArgs<double>&, double*, cudaStream_t);
+template cudaError_t gaussian_envsum_forward<float>(const EnvsumArgs<float>&, const EnvsumPlan&, float*,
+                                                    cudaStream_t);
+template cudaError_t gaussian_envsum_forward<double>(const EnvsumArgs<double>&, const EnvsumPlan&, double*,
+                                                     cudaStream_t);
 template size_t gaussian_envsum_backward_scratch_bytes<float>(const EnvsumArgs<float>&);
 template size_t gaussian_envsum_backward_scratch_bytes<double>(const EnvsumArgs<double>&);
-template cudaError_t gaussian_envsum_backward<float>(const EnvsumArgs<float>&, const float*, const int64_t*,
-                                                     const int64_t*, void*, float*, float*, float*, float*,
-                                                     cudaStream_t);
-template cudaError_t gaussian_envsum_backward<double>(const EnvsumArgs<double>&, const double*, const int64_t*,
-                                                      const int64_t*, void*, double*, double*, double*, double*,
-                                                      cudaStream_t);
+template cudaError_t gaussian_envsum_backward<float>(const EnvsumArgs<float>&, const EnvsumPlan&, const float*,
+                                                     const int64_t*, const int64_t*, void*, float*, float*, float*,
+                                                     float*, cudaStream_t);
+template cudaError_t gaussian_envsum_backward<double>(const EnvsumArgs<double>&, const EnvsumPlan&, const double*,
+                                                      const int64_t*, const int64_t*, void*, double*, double*,
+                                                      double*, double*, cudaStream_t);
 
 }  // namespace fastdipole::cuda
