@@ -1,7 +1,8 @@
 """CUDA code checks that need no GPU: every kernel compiles with nvcc, and the cell-list geometry is right.
 
 * ``tools/check_cuda_compile.sh`` compiles each ``csrc/cuda/*.cu`` standalone (no torch headers) for sm_80 and
-  sm_90 with warnings as errors (skipped when nvcc is absent).
+  sm_90 with warnings as errors, and each header ``csrc/cuda/*.cuh`` / ``*.h`` alone (skipped when nvcc is
+  absent).
 * ``tests/cuda_host/cell_grid_check.cpp`` compiles the cell-grid functions the GPU neighbour list uses
   (``csrc/cuda/cell_grid.h``) with the host compiler and compares an emulation of the GPU cell-list search
   with brute force on random and adversarial molecules (skipped when no C++ compiler is found).
@@ -30,6 +31,7 @@ from fastdipole.ops import kernels
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA_SOURCES = sorted((REPO / "csrc" / "cuda").glob("*.cu"))
+CUDA_HEADERS = sorted([*(REPO / "csrc" / "cuda").glob("*.cuh"), *(REPO / "csrc" / "cuda").glob("*.h")])
 
 
 def _nvcc() -> str | None:
@@ -62,6 +64,9 @@ def test_every_cuda_kernel_compiles_standalone(tmp_path):
         assert f"ok    {src.name}" in proc.stdout, proc.stdout
         obj = tmp_path / (src.stem + ".o")
         assert obj.exists() and obj.stat().st_size > 0, f"no object for {src.name}"
+    assert {"envsum_lanes.cuh", "kernel_plan.h", "launchers.h"} <= {h.name for h in CUDA_HEADERS}
+    for header in CUDA_HEADERS:  # each compiles alone: its own includes and namespace
+        assert f"ok    {header.name} (alone)" in proc.stdout, proc.stdout
 
 
 def test_cell_list_geometry_matches_brute_force_on_host(tmp_path):

@@ -8,6 +8,8 @@
 #include <type_traits>
 
 #include "cuda/device_utils.cuh"
+#include "cuda/envsum_lanes.cuh"  // the lanes kernels (the default for n_sens <= 32)
+#include "cuda/envsum_pairs.cuh"
 #include "cuda/launchers.h"
 
 namespace fastdipole::cuda {
@@ -15,6 +17,7 @@ namespace {
 
 using detail::ceil_div;
 using detail::kWarp;
+using detail::read_pair;
 using detail::round_up;
 
 // Shared memory per block stays below the 48 KiB every architecture gives without an opt-in.
@@ -60,31 +63,6 @@ __device__ __forceinline__ ForwardShared<T> forward_shared(unsigned char* base, 
   sh.s = t + 2 * S + 2 * tile;
   sh.zt = sh.s + int64_t(tile) * S;
   return sh;
-}
-
-// Pair p of row i as every envsum kernel reads it: j = its sender, or -1 when the pair does not count
-// (pair_first[p] != i or the sender is out of range); 1/r, the cutoff factor c and dc/dr, with c = -1 marking
-// "no sensitivities" (a pair that does not count, or r > cutoff; a real cutoff factor is >= 0 or NaN).
-// p is inside [0, n_pairs) (row_range clamps rows), so r[p] is read along with the indices, not after the
-// validity test: one global-memory latency per tile instead of two in a row.
-template <typename T>
-__device__ __forceinline__ void read_pair(const EnvsumArgs<T>& a, int64_t i, int64_t p, int64_t& j, T& inv_r, T& c,
-                                          T& dc) {
-  const T cutoff = T(a.cutoff);
-  const int64_t jj = a.pair_second[p];
-  const int64_t ii = a.pair_first[p];
-  const T rp = a.r[p];
-  const bool valid = ii == i && jj >= 0 && jj < a.n_atoms;
-  j = valid ? jj : -1;
-  inv_r = T(0);
-  c = T(-1);
-  dc = T(0);
-  if (valid) {
-    if (!(rp > cutoff)) {  // r <= cutoff or NaN, as the CPU kernels
-      inv_r = T(1) / rp;
-      detail::cutoff_value_and_derivative(rp, cutoff, c, dc);
-    }
-  }
 }
 
 // Stages pairs [p0, p0 + nk) of row i (read_pair), then every (pair, v) sensitivity (0 when dropped). Caller
@@ -176,8 +154,6 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
     }
   }
 }
-
-#include "cuda/envsum_lanes.cuh"  // the default kernels for n_sens <= 32
 
 // ---------------------------------------------------------------------------------------------------------
 // Backward pass 1 where the lanes kernel does not run: block per receiving atom i (the tiled kernel below).

@@ -1,5 +1,5 @@
-// Feature-lane envsum kernels (the default for n_sens <= 32 and n_features >= 16; envsum.cu picks them),
-// included by envsum.cu inside its anonymous namespace. One warp per (receiving atom i, chunk of 32 * CT
+// Feature-lane envsum kernels (the default for n_sens <= 32 and n_features >= 16, as csrc/cuda/kernel_plan.h
+// plans; envsum.cu launches them). One warp per (receiving atom i, chunk of 32 * CT
 // features): lane l owns the features f = f0 + l + 32 c (c < CT) and every sensitivity v < S <= SV, so the
 // forward's accumulators and the backward's grad_env values live in registers for the whole row, and each
 // sender's feature row is read once per pair with coalesced 128-byte loads. The pairs of a row come in tiles
@@ -12,7 +12,18 @@
 // (fixed) tree than the CPU's left-to-right loop.
 #pragma once
 
-namespace lanes {
+#include <cstddef>
+#include <cstdint>
+
+#include "common/hipnn_math.h"
+#include "cuda/device_utils.cuh"
+#include "cuda/envsum_pairs.cuh"
+#include "cuda/launchers.h"
+
+namespace fastdipole::cuda::lanes {
+
+using detail::kWarp;
+using detail::read_pair;
 
 constexpr int kForwardWarps = 4;  // warps per block of the forward (independent tasks)
 constexpr int kMaxBackwardWarps = 4;  // feature chunks of one atom that run side by side in a backward block
@@ -466,4 +477,4 @@ __global__ void __launch_bounds__(kForwardWarps * kWarp)
   }
 }
 
-}  // namespace lanes
+}  // namespace fastdipole::cuda::lanes
