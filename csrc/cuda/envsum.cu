@@ -1,7 +1,7 @@
 // Gaussian envsum forward/backward on the GPU (see launchers.h for the math and the index contract).
 //
 // Determinism: every output element is produced by one thread summing in a fixed order (rows and groups
-// in index order, warp sums with a fixed xor tree, warps in index order): no float atomics anywhere.
+// in index order, warp sums with a fixed xor tree, warps in index order); no kernel here uses atomics.
 // Per-element math comes from common/hipnn_math.h (shared with the CPU kernels), with 1/mu and
 // -0.5 sigma^2 hoisted exactly as the CPU kernels hoist them.
 #include <algorithm>
