@@ -8,7 +8,7 @@ Sections (each runs on its own; a failing or unavailable one is reported and ski
      and on single random molecules at liquid density (0.1 atoms / Angstrom^3);
   3. kernel bandwidth: each CUDA kernel's useful bytes (inputs read once + outputs written once) per
      second as a fraction of the measured copy bandwidth: the default envsum kernels and, as "op[label]"
-     rows, every opt-in variant of fastdipole.ops.cuda_kernels (FORWARD_VARIANTS, BACKWARD_VARIANTS);
+     rows, the other kernels forced (fastdipole.ops.kernels: FORWARD_ALTERNATIVES, BACKWARD_ALTERNATIVES);
   4. training step (forward + backward + fused Adam, paper loss, 128 QM9 molecules, 2 interaction x 3 atom
      layers, 20 sensitivities, nf 128 and 60): fastdipole with its CUDA kernels (eager with and without
      input checks, with --cuda-graphs; torch.compile with --train-variants all) vs hippynn 0.1.3 with its
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdipole.ops import cuda_kernels
+from fastdipole.ops import kernels
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_QM9 = Path(os.environ.get("FASTDIPOLE_QM9_H5", REPO.parent / "shared" / "data" / "qm9" / "qm9_mulliken.h5"))
@@ -212,18 +212,8 @@ def neighbor_section(args, device: str, fd) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------
 # 3. kernel bandwidth
 # ---------------------------------------------------------------------------------------------------------
-# Envsum kernel choices timed beside the defaults: the row label "op[label]" and the environment variables
-# come from fastdipole.ops.cuda_kernels (FORWARD_VARIANTS, BACKWARD_VARIANTS).
-def with_kernels(fn, knobs=None):
-    """fn run with the CUDA envsum kernels chosen by knobs (every other knob at its default; the launchers
-    read them per call), the previous environment restored after."""
-    def run():
-        with cuda_kernels.kernel_environment(knobs or {}):
-            return fn()
-
-    return run
-
-
+# Envsum kernel choices timed beside the defaults: the row label "op[label]" and the op's kernel choice come
+# from fastdipole.ops.kernels (FORWARD_ALTERNATIVES, BACKWARD_ALTERNATIVES).
 def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
     rows = []
     n_mol = 128 if args.quick else 1024
@@ -250,16 +240,19 @@ def bandwidth_section(args, device: str, fd, copy_gbs: float) -> list[dict]:
             index_bytes = 8 * (2 * P + N + 1)
             fwd_bytes = es * (N * F + P + 2 * S + N * S * F) + index_bytes
             bwd_bytes = es * (N * S * F + N * F + P + 2 * S) + index_bytes + es * (N * F + P + 2 * S)
-            forward = lambda z=z, mu=mu, sigma=sigma: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF)
-            cases.append((f"gaussian_envsum S={S} F={F}", with_kernels(forward), fwd_bytes))
-            for label, knobs in cuda_kernels.FORWARD_VARIANTS.items():
-                cases.append((f"gaussian_envsum[{label}] S={S} F={F}", with_kernels(forward, knobs), fwd_bytes))
-            backward = (lambda z=z, mu=mu, sigma=sigma, g=grad_env: fd.gaussian_envsum_backward(
-                g, z, r, first, second, row, mu, sigma, CUTOFF))
-            cases.append((f"gaussian_envsum_backward S={S} F={F}", with_kernels(backward), bwd_bytes))
-            for label, knobs in cuda_kernels.BACKWARD_VARIANTS.items():
-                cases.append((f"gaussian_envsum_backward[{label}] S={S} F={F}", with_kernels(backward, knobs),
-                              bwd_bytes))
+            def forward(kernel="auto", z=z, mu=mu, sigma=sigma):
+                return lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF, kernel)
+
+            def backward(kernel="auto", z=z, mu=mu, sigma=sigma, g=grad_env):
+                return lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, CUTOFF,
+                                                           [True] * 4, kernel)
+
+            cases.append((f"gaussian_envsum S={S} F={F}", forward(), fwd_bytes))
+            for label, kernel in kernels.FORWARD_ALTERNATIVES.items():
+                cases.append((f"gaussian_envsum[{label}] S={S} F={F}", forward(kernel), fwd_bytes))
+            cases.append((f"gaussian_envsum_backward S={S} F={F}", backward(), bwd_bytes))
+            for label, kernel in kernels.BACKWARD_ALTERNATIVES.items():
+                cases.append((f"gaussian_envsum_backward[{label}] S={S} F={F}", backward(kernel), bwd_bytes))
         grad_mu = torch.randn((M, 3), dtype=dtype, device=device)
         cases.append(("segmented_dipole", lambda: fd.segmented_dipole(q, R, off), es * (4 * N + 3 * M) + 8 * (M + 1)))
         cases.append(("segmented_dipole_backward", lambda: fd.segmented_dipole_backward(grad_mu, q, R, off),

@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu  # noqa: E402  (the benchmark's data and step builders)
 
-from fastdipole.ops import cuda_kernels  # noqa: E402
+from fastdipole.ops import kernels  # noqa: E402
 
 
 def show(title: str, fn, repeats: int = 5, rows: int = 12) -> None:
@@ -57,26 +57,29 @@ def main() -> int:
     mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, device="cuda")
     sigma = torch.full((S,), 2.0 * S * 0.85, device="cuda")
     g = torch.randn((R.shape[0], S, F), device="cuda")
-    # every envsum kernel choice: the defaults, then each opt-in variant of fastdipole.ops.cuda_kernels
-    backward_choices = {"default": {}, **cuda_kernels.BACKWARD_VARIANTS}
-    forward_choices = {"default": {}, **cuda_kernels.FORWARD_VARIANTS}
-    backward = lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF)
-    forward = lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF)
+    # every envsum kernel choice: the defaults, then each other kernel forced (fastdipole.ops.kernels)
+    backward_choices = {"default": "auto", **kernels.BACKWARD_ALTERNATIVES}
+    forward_choices = {"default": "auto", **kernels.FORWARD_ALTERNATIVES}
+
+    def backward(kernel):
+        return lambda: fd.gaussian_envsum_backward(g, z, r, first, second, row, mu, sigma, gpu.CUTOFF, [True] * 4,
+                                                   kernel)
+
+    def forward(kernel):
+        return lambda: fd.gaussian_envsum(z, r, first, second, row, mu, sigma, gpu.CUTOFF, kernel)
+
     if args.ncu_target:
         for op, choices in ((backward, backward_choices), (forward, forward_choices)):
-            for knobs in choices.values():
-                with cuda_kernels.kernel_environment(knobs):
-                    op()  # once: ncu replays each kernel with caches flushed, so a warm-up run adds nothing
+            for kernel in choices.values():
+                op(kernel)()  # once: ncu replays each kernel with caches flushed, so a warm-up run adds nothing
         torch.cuda.synchronize()
         print(f"ncu target: {R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}, float32")
         return 0
     problem = f"{R.shape[0]} atoms, {first.numel()} pairs, S={S} F={F}"
-    for label, knobs in backward_choices.items():
-        with cuda_kernels.kernel_environment(knobs):
-            show(f"gaussian_envsum_backward [{label}], {problem}", backward)
-    for label, knobs in forward_choices.items():
-        with cuda_kernels.kernel_environment(knobs):
-            show(f"gaussian_envsum forward [{label}], {problem}", forward)
+    for label, kernel in backward_choices.items():
+        show(f"gaussian_envsum_backward [{label}], {problem}", backward(kernel))
+    for label, kernel in forward_choices.items():
+        show(f"gaussian_envsum forward [{label}], {problem}", forward(kernel))
 
     from fastdipole.units import DEBYE_PER_E_ANGSTROM
 

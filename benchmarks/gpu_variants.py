@@ -1,11 +1,11 @@
-"""Each kernel variant of a `benchmarks/gpu.py` run against the default kernel of the same op, shape and dtype:
-which opt-in kernel choices (rows named "op[variant] S=.. F=..") beat the default ("op S=.. F=..").
+"""Each forced kernel of a `benchmarks/gpu.py` run against the default kernel of the same op, shape and dtype:
+which other kernel choices (rows named "op[variant] S=.. F=..") beat the default ("op S=.. F=..").
 
     python benchmarks/gpu_variants.py logs/gpu_<date>/gpu_bench.json [--threshold 0.05]
 
 Prints one markdown table (variant time / default time; below 1 is faster) and, per variant, whether it beats
-the default by more than the threshold in every float32 shape with at least 16 features (where the lanes
-kernels and their variants run): the candidates for a new default.
+the default by more than the threshold in every float32 shape with at least 16 features (where the default
+is the lanes kernels): the candidates for a new default.
 Single runs on a shared GPU move by several percent, so a candidate should win in two runs before it is made
 the default.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 ROW = re.compile(r"^(?P<op>[a-z_]+)(?:\[(?P<variant>[^\]]+)\])?(?P<shape>(?: \S+=\S+)*)$")
 
 
-LANES_MIN_FEATURES = 16  # below, the launcher picks the block / tiled kernels whatever the variant knobs say
+LANES_MIN_FEATURES = 16  # below, the default (csrc/cuda/kernel_plan.h) is already the block / tiled kernels
 
 
 def n_features(shape: str) -> int:
@@ -72,7 +72,7 @@ def main() -> int:
         for shape, dtype, ratio in cases:
             print(f"| {op} | {variant} | {shape} | {dtype} | {ratio:.3f} |")
     print(f"\nCandidates for a new default (faster by > {args.threshold:.0%} in every float32 shape with F >= "
-          f"{LANES_MIN_FEATURES}, where the lanes kernels and their variants run):")
+          f"{LANES_MIN_FEATURES}, where the default is the lanes kernels):")
     found = False
     for (op, variant), cases in sorted(ratios.items()):
         f32 = [r for shape, dtype, r in cases if dtype == "float32" and n_features(shape) >= LANES_MIN_FEATURES]

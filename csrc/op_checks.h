@@ -8,7 +8,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <utility>
+
+#include "cuda/kernel_plan.h"  // torch-free and CUDA-free: the kernel-choice arguments' syntax and defaults
 
 namespace fastdipole::checks {
 
@@ -46,6 +50,21 @@ inline void check_csr_values(const at::Tensor& offsets_host, int64_t total, cons
   }
   TORCH_CHECK(o[n - 1] == total, "fastdipole.", op, ": ", name, "[-1] = ", o[n - 1], " must equal the number of ",
               what, " (", total, ")");
+}
+
+// neighbor_pairs' cell_list_min_atoms: a molecule size (the CPU op checks it too, and has no use for it).
+inline void check_cell_list_min_atoms(int64_t cell_list_min_atoms, const char* op) {
+  TORCH_CHECK(cell_list_min_atoms >= 1, "fastdipole.", op, ": cell_list_min_atoms must be at least 1 (atoms), got ",
+              cell_list_min_atoms);
+}
+
+// gaussian_envsum(_backward)'s kernel_choice: the CUDA kernel override (cuda/kernel_plan.h); both backends check
+// its syntax, only CUDA has kernels to choose from.
+inline cuda::EnvsumKernelChoice check_envsum_kernel(std::string_view kernel, const char* op) {
+  cuda::EnvsumKernelChoice choice;
+  TORCH_CHECK(cuda::parse_envsum_kernel(kernel, &choice), "fastdipole.", op, ": kernel choice must be ",
+              cuda::kEnvsumKernelSyntax, ", got \"", std::string(kernel), "\"");
+  return choice;
 }
 
 // neighbor_pairs: R (n_atoms, 3) float, positive finite cutoff.

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cmath>
+#include <string>
 #include <tuple>
 
 #include "cpu/dipole.h"
@@ -54,11 +55,15 @@ void check_csr(const Tensor& offsets, int64_t total, const char* op, const char*
 // ---------------------------------------------------------------------------------------------------------
 // neighbor_pairs
 // ---------------------------------------------------------------------------------------------------------
-std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cpu(const Tensor& R_in, const Tensor& offsets_in, double cutoff) {
+// cell_list_min_atoms only steers the CUDA kernels (which molecules take the cell list); it is checked here
+// and otherwise ignored (the CPU builder has its own size rule, csrc/cpu/neighbors.h).
+std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cpu(const Tensor& R_in, const Tensor& offsets_in, double cutoff,
+                                                      int64_t cell_list_min_atoms) {
   const char* op = "neighbor_pairs";
   check_cpu(R_in, op, "R");
   check_cpu(offsets_in, op, "offsets");
   checks::check_neighbor_inputs(R_in, cutoff, op);
+  checks::check_cell_list_min_atoms(cell_list_min_atoms, op);
   const Tensor R = R_in.contiguous();
   const Tensor offsets = offsets_in.contiguous();
   const int64_t n_atoms = R.size(0);
@@ -137,8 +142,11 @@ cpu::EnvsumProblem<T> envsum_problem(const EnvsumInputs& in, double cutoff) {
   return p;
 }
 
+// kernel_choice: the CUDA kernel override (csrc/cuda/kernel_plan.h); its syntax is checked, the CPU has one kernel.
 Tensor gaussian_envsum_cpu(const Tensor& z, const Tensor& r, const Tensor& pair_first, const Tensor& pair_second,
-                           const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff) {
+                           const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff,
+                           c10::string_view kernel_choice) {
+  checks::check_envsum_kernel(kernel_choice, "gaussian_envsum");
   const EnvsumInputs in =
       check_envsum_inputs("gaussian_envsum", z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
   Tensor env = at::empty({in.z.size(0), in.mu.numel(), in.z.size(1)}, in.z.options());
@@ -152,12 +160,13 @@ Tensor gaussian_envsum_cpu(const Tensor& z, const Tensor& r, const Tensor& pair_
 
 // output_mask: which of (grad_z, grad_r, grad_mu, grad_sigma) to compute; the others come back undefined
 // (None in Python). Without grad_z the featsum pass is skipped; without grad_r, grad_mu and grad_sigma the
-// sensesum pass is.
+// sensesum pass is. kernel_choice: as for the forward.
 std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cpu(
     const Tensor& grad_env_in, const Tensor& z, const Tensor& r, const Tensor& pair_first, const Tensor& pair_second,
-    const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff,
-    std::array<bool, 4> output_mask) {
+    const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff, std::array<bool, 4> output_mask,
+    c10::string_view kernel_choice) {
   const char* op = "gaussian_envsum_backward";
+  checks::check_envsum_kernel(kernel_choice, op);
   const EnvsumInputs in = check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
   check_cpu(grad_env_in, op, "grad_env");
   checks::check_grad_env(op, grad_env_in, in.z, in.mu);
@@ -238,18 +247,21 @@ std::tuple<Tensor, Tensor> segmented_dipole_backward_cpu(const Tensor& grad_mu_i
 
 }  // namespace
 
-// The schemas: the contract every backend (this file, csrc/register_cuda.cpp) implements.
+// The schemas: the contract every backend (this file, csrc/register_cuda.cpp) implements. The kernel-choice
+// arguments (cell_list_min_atoms, kernel_choice) have the defaults of csrc/cuda/kernel_plan.h; only CUDA uses them.
 TORCH_LIBRARY(fastdipole, m) {
   const std::vector<at::Tag> tags = {at::Tag::pt2_compliant_tag};
-  m.def("neighbor_pairs(Tensor R, Tensor offsets, float cutoff) -> "
-        "(Tensor pair_first, Tensor pair_second, Tensor row_offsets)",
-        tags);
+  const std::string neighbor_pairs =
+      "neighbor_pairs(Tensor R, Tensor offsets, float cutoff, int cell_list_min_atoms=" +
+      std::to_string(cuda::kDefaultCellListMinAtoms) +
+      ") -> (Tensor pair_first, Tensor pair_second, Tensor row_offsets)";
+  m.def(neighbor_pairs.c_str(), tags);
   m.def("gaussian_envsum(Tensor z, Tensor r, Tensor pair_first, Tensor pair_second, Tensor row_offsets, "
-        "Tensor mu, Tensor sigma, float cutoff) -> Tensor",
+        "Tensor mu, Tensor sigma, float cutoff, str kernel_choice=\"auto\") -> Tensor",
         tags);
   m.def("gaussian_envsum_backward(Tensor grad_env, Tensor z, Tensor r, Tensor pair_first, Tensor pair_second, "
         "Tensor row_offsets, Tensor mu, Tensor sigma, float cutoff, "
-        "bool[4] output_mask=[True, True, True, True]) -> "
+        "bool[4] output_mask=[True, True, True, True], str kernel_choice=\"auto\") -> "
         "(Tensor grad_z, Tensor grad_r, Tensor grad_mu, Tensor grad_sigma)",
         tags);
   m.def("segmented_dipole(Tensor q, Tensor R, Tensor offsets) -> Tensor", tags);

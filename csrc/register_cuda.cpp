@@ -17,8 +17,8 @@
 #include <torch/library.h>
 
 #include <array>
-#include <cstdlib>
 #include <limits>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -56,30 +56,19 @@ void check_cuda(const Tensor& t, const Tensor& ref, const char* op, const char* 
 
 using checks::check_index;
 
-// Molecules with at least this many atoms use the cell list. Env FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS
-// overrides it (tests run one molecule through both paths; benchmarks tune it).
-int64_t cell_list_min_atoms() {
-  const char* env = std::getenv("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS");
-  if (env != nullptr && *env != '\0') {
-    char* end = nullptr;
-    const long long v = std::strtoll(env, &end, 10);
-    TORCH_CHECK(end != env && *end == '\0' && v >= 1,
-                "fastdipole: FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS must be a positive integer, got '", env, "'");
-    return int64_t(v);
-  }
-  return cuda::kDefaultCellListMinAtoms;
-}
-
 constexpr int64_t kMaxAtoms = std::numeric_limits<int32_t>::max();
 
 // ---------------------------------------------------------------------------------------------------------
 // neighbor_pairs
 // ---------------------------------------------------------------------------------------------------------
-std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cuda(const Tensor& R_in, const Tensor& offsets_in, double cutoff) {
+// Molecules with at least cell_list_min_atoms atoms take the cell list (cuda/kernel_plan.h has the default).
+std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cuda(const Tensor& R_in, const Tensor& offsets_in, double cutoff,
+                                                       int64_t cell_list_min_atoms) {
   const char* op = "neighbor_pairs";
   check_cuda(R_in, R_in, op, "R");
   check_cuda(offsets_in, R_in, op, "offsets");
   checks::check_neighbor_inputs(R_in, cutoff, op);
+  checks::check_cell_list_min_atoms(cell_list_min_atoms, op);
   check_index(offsets_in, op, "offsets");
   const c10::cuda::CUDAGuard guard(R_in.device());
   const Tensor R = R_in.contiguous();
@@ -98,7 +87,7 @@ std::tuple<Tensor, Tensor, Tensor> neighbor_pairs_cuda(const Tensor& R_in, const
     using T = decltype(tag);
     cuda::NeighborPairsLauncher<T> launcher(R.data_ptr<T>(), n_atoms, offsets.data_ptr<int64_t>(),
                                             offsets_host.data_ptr<int64_t>(), n_molecules, cutoff,
-                                            cell_list_min_atoms(), scratch, stream);
+                                            cell_list_min_atoms, scratch, stream);
     int64_t n_pairs = 0;
     C10_CUDA_CHECK(launcher.count(row_offsets.data_ptr<int64_t>(), &n_pairs));
     first = at::empty({n_pairs}, row_offsets.options());
@@ -149,41 +138,52 @@ cuda::EnvsumArgs<T> envsum_args(const EnvsumInputs& in, double cutoff) {
   return a;
 }
 
+// The kernels for this problem (cuda/kernel_plan.h), the `kernel` override honoured or refused with the reason.
+cuda::EnvsumPlan envsum_plan(const char* op, const EnvsumInputs& in, c10::string_view kernel_choice) {
+  const cuda::EnvsumKernelChoice choice = checks::check_envsum_kernel(kernel_choice, op);
+  const cuda::EnvsumShape shape{int(in.z.element_size()), in.mu.numel(), in.z.size(1)};
+  cuda::EnvsumPlan plan = cuda::plan_envsum(shape, choice);
+  TORCH_CHECK(plan.ok(), "fastdipole.", op, ": kernel choice \"", std::string(kernel_choice),
+              "\" cannot run this problem: ", plan.error);
+  return plan;
+}
+
 Tensor gaussian_envsum_cuda(const Tensor& z, const Tensor& r, const Tensor& pair_first, const Tensor& pair_second,
-                            const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff) {
-  const EnvsumInputs in =
-      check_envsum_inputs("gaussian_envsum", z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+                            const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff,
+                            c10::string_view kernel_choice) {
+  const char* op = "gaussian_envsum";
+  const EnvsumInputs in = check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
+  const cuda::EnvsumPlan plan = envsum_plan(op, in, kernel_choice);
   const c10::cuda::CUDAGuard guard(in.z.device());
   Tensor env = at::empty({in.z.size(0), in.mu.numel(), in.z.size(1)}, in.z.options());
   const cudaStream_t stream = current_stream(in.z);
   if (in.z.scalar_type() == at::kFloat) {
-    C10_CUDA_CHECK(cuda::gaussian_envsum_forward(envsum_args<float>(in, cutoff), env.data_ptr<float>(), stream));
+    C10_CUDA_CHECK(
+        cuda::gaussian_envsum_forward(envsum_args<float>(in, cutoff), plan, env.data_ptr<float>(), stream));
   } else {
-    C10_CUDA_CHECK(cuda::gaussian_envsum_forward(envsum_args<double>(in, cutoff), env.data_ptr<double>(), stream));
+    C10_CUDA_CHECK(
+        cuda::gaussian_envsum_forward(envsum_args<double>(in, cutoff), plan, env.data_ptr<double>(), stream));
   }
   return env;
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
     const Tensor& grad_env_in, const Tensor& z, const Tensor& r, const Tensor& pair_first, const Tensor& pair_second,
-    const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff,
-    std::array<bool, 4> output_mask) {
+    const Tensor& row_offsets, const Tensor& mu, const Tensor& sigma, double cutoff, std::array<bool, 4> output_mask,
+    c10::string_view kernel_choice) {
   const char* op = "gaussian_envsum_backward";
   const EnvsumInputs in = check_envsum_inputs(op, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff);
   check_cuda(grad_env_in, in.z, op, "grad_env");
   checks::check_grad_env(op, grad_env_in, in.z, in.mu);
+  const cuda::EnvsumPlan plan = envsum_plan(op, in, kernel_choice);
   const int64_t n_atoms = in.z.size(0);
   const c10::cuda::CUDAGuard guard(in.z.device());
   const Tensor grad_env = grad_env_in.contiguous();
 
-  // Pairs grouped by sending atom for featsum (only when grad_z is wanted and the kernels read them, i.e.
-  // not in the atomic featsum mode): a stable sort keeps ascending pair index inside a group, and group j
-  // is [second_offsets[j], second_offsets[j + 1]).
-  const bool reads_groups = in.z.scalar_type() == at::kFloat
-                                ? cuda::gaussian_envsum_backward_reads_sender_groups(envsum_args<float>(in, cutoff))
-                                : cuda::gaussian_envsum_backward_reads_sender_groups(envsum_args<double>(in, cutoff));
+  // Pairs grouped by sending atom for featsum (only when grad_z is wanted): a stable sort keeps ascending
+  // pair index inside a group, and group j is [second_offsets[j], second_offsets[j + 1]).
   Tensor second_order, second_offsets;
-  if (output_mask[0] && reads_groups) {
+  if (output_mask[0]) {
     const int64_t n_pairs = in.r.numel();
     TORCH_CHECK(n_pairs < int64_t(std::numeric_limits<int32_t>::max()), "fastdipole.", op,
                 ": at most 2^31 - 1 pairs on CUDA, got ", n_pairs);
@@ -209,7 +209,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gaussian_envsum_backward_cuda(
     const cuda::EnvsumArgs<T> args = envsum_args<T>(in, cutoff);
     const size_t bytes = cuda::gaussian_envsum_backward_scratch_bytes(args);
     Tensor scratch = at::empty({int64_t(bytes)}, in.z.options().dtype(at::kByte));
-    C10_CUDA_CHECK(cuda::gaussian_envsum_backward(args, grad_env.data_ptr<T>(), index_ptr(second_order),
+    C10_CUDA_CHECK(cuda::gaussian_envsum_backward(args, plan, grad_env.data_ptr<T>(), index_ptr(second_order),
                                                   index_ptr(second_offsets), scratch.data_ptr(), ptr(grad_z),
                                                   ptr(grad_r), ptr(grad_mu), ptr(grad_sigma), stream));
   };

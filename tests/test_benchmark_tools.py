@@ -21,8 +21,8 @@ def row(kernel, ms, dtype="float32"):
 
 
 def test_split_name():
-    assert gpu_variants.split_name("gaussian_envsum_backward[lanes, item dS, 2 columns] S=20 F=128") == (
-        "gaussian_envsum_backward", "lanes, item dS, 2 columns", "S=20 F=128")
+    assert gpu_variants.split_name("gaussian_envsum_backward[tiled] S=20 F=128") == (
+        "gaussian_envsum_backward", "tiled", "S=20 F=128")
     assert gpu_variants.split_name("gaussian_envsum S=20 F=60") == ("gaussian_envsum", None, "S=20 F=60")
     assert gpu_variants.split_name("neighbor_pairs") == ("neighbor_pairs", None, "")
 

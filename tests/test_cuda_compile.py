@@ -1,14 +1,16 @@
 """CUDA code checks that need no GPU: every kernel compiles with nvcc, and the cell-list geometry is right.
 
 * ``tools/check_cuda_compile.sh`` compiles each ``csrc/cuda/*.cu`` standalone (no torch headers) for sm_80 and
-  sm_90 with warnings as errors (skipped when nvcc is absent).
+  sm_90 with warnings as errors, and each header ``csrc/cuda/*.cuh`` / ``*.h`` alone (skipped when nvcc is
+  absent).
 * ``tests/cuda_host/cell_grid_check.cpp`` compiles the cell-grid functions the GPU neighbour list uses
   (``csrc/cuda/cell_grid.h``) with the host compiler and compares an emulation of the GPU cell-list search
   with brute force on random and adversarial molecules (skipped when no C++ compiler is found).
 * ``tests/cuda_host/kernel_emulation_check.cpp`` runs the CUDA kernels themselves on a CPU emulator
   (``tests/cuda_host/emu``: one fiber per CUDA thread, real barriers and warp collectives, garbage-filled
   shared memory) on real QM9 molecules and a dense cluster of them, and compares every op, forward and
-  backward, float32 and float64, with the CPU kernels (neighbour pairs bit for bit). Set
+  backward, float32 and float64, every envsum kernel choice of ``fastdipole.ops.kernels.ENVSUM_KERNELS``, with
+  the CPU kernels (neighbour pairs bit for bit). Set
   ``FASTDIPOLE_CUDA_EMULATION_ASAN=1`` to build it with AddressSanitizer as well (minutes, not seconds):
   then every out-of-bounds access of a kernel, also on malformed indices, fails the test.
 """
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastdipole.ops import cuda_kernels
+from fastdipole.ops import kernels
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA_SOURCES = sorted((REPO / "csrc" / "cuda").glob("*.cu"))
+CUDA_HEADERS = sorted([*(REPO / "csrc" / "cuda").glob("*.cuh"), *(REPO / "csrc" / "cuda").glob("*.h")])
 
 
 def _nvcc() -> str | None:
@@ -60,6 +64,9 @@ def test_every_cuda_kernel_compiles_standalone(tmp_path):
         assert f"ok    {src.name}" in proc.stdout, proc.stdout
         obj = tmp_path / (src.stem + ".o")
         assert obj.exists() and obj.stat().st_size > 0, f"no object for {src.name}"
+    assert {"envsum_lanes.cuh", "kernel_plan.h", "launchers.h"} <= {h.name for h in CUDA_HEADERS}
+    for header in CUDA_HEADERS:  # each compiles alone: its own includes and namespace
+        assert f"ok    {header.name} (alone)" in proc.stdout, proc.stdout
 
 
 def test_cell_list_geometry_matches_brute_force_on_host(tmp_path):
@@ -129,12 +136,17 @@ def test_cuda_kernels_match_cpu_kernels_on_emulator(tmp_path):
     assert build.returncode == 0, build.stdout + build.stderr
     data = tmp_path / "molecules.bin"
     n_atoms = _write_molecules(data)
-    args = [str(exe)] + ([str(data)] if n_atoms else [])
-    # every envsum kernel choice the CUDA tests run (the defaults and each opt-in variant)
-    for name in cuda_kernels.TEST_CONFIGURATIONS:
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", **cuda_kernels.configuration(name))
-        run = subprocess.run(args, capture_output=True, text=True, timeout=3600 if sanitize else 600, env=env)
-        assert run.returncode == 0, f"{name}: " + run.stdout + run.stderr
-        assert run.stdout.startswith("ok kernel_emulation_check"), run.stdout + run.stderr
-        if n_atoms:  # ran on the QM9 molecules, not the random fallback
-            assert run.stdout.startswith(f"ok kernel_emulation_check: {n_atoms} atoms"), run.stdout
+    # every envsum kernel choice the CUDA tests run (the default and each forced kernel), in one run
+    choices = ",".join(kernels.ENVSUM_KERNELS)
+    args = [str(exe), *([str(data)] if n_atoms else []), "--kernels", choices]
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    run = subprocess.run(args, capture_output=True, text=True, timeout=3600 if sanitize else 900, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("ok kernel_emulation_check"), run.stdout + run.stderr
+    if n_atoms:  # ran on the QM9 molecules, not the random fallback
+        assert run.stdout.startswith(f"ok kernel_emulation_check: {n_atoms} atoms"), run.stdout
+    assert f"envsum kernels {choices}:" in run.stdout, run.stdout
+    runs = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", run.stdout.split("envsum kernels")[1])}
+    for kernel in ("forward_lanes", "forward_block", "backward_lanes", "backward_tiled"):
+        assert runs[kernel] > 0, run.stdout  # every kernel ran
+    assert runs["refused"] > 0, run.stdout  # lanes/lanes in float64 and beyond 32 sensitivities

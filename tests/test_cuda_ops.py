@@ -3,9 +3,11 @@
 Skipped only when ``torch.cuda.is_available()`` is False; with a GPU present, a build without the CUDA kernels
 fails here (it does not skip). Checked per op, float32 and float64:
   * neighbor_pairs: bit-identical to the CPU op, through the brute-force path, the cell-list path, and a mix
-    (env ``FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS`` moves the threshold), edge cases, offset errors;
+    (the op argument ``cell_list_min_atoms`` moves the threshold), edge cases, offset errors;
   * gaussian_envsum forward/backward: close to the CPU op for many (n_sens, n_features) shapes, including the
-    small-F (one-hot) layer, large S and F beyond one thread block; gradcheck and reference autograd;
+    small-F (one-hot) layer, large S and F beyond one thread block, with every kernel choice of
+    ``fastdipole.ops.kernels.ENVSUM_KERNELS`` (a forced kernel that cannot run a shape must be refused);
+    gradcheck and reference autograd;
   * segmented_dipole forward/backward: close to the CPU op;
   * determinism: repeated forward and backward runs, also on a side stream, give identical bits;
   * malformed indices never crash (the kernels bounds-check instead of validating, launchers.h).
@@ -13,12 +15,14 @@ fails here (it does not skip). Checked per op, float32 and float64:
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from fastdipole.ops import cuda_kernels
+from fastdipole.ops import kernels
 
 pytestmark = [
     pytest.mark.cuda,
@@ -95,14 +99,14 @@ def assert_pairs_equal(got, want):
 # neighbor_pairs
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("min_atoms", [None, "1", "1000000000"], ids=["default", "all-cell-list", "all-brute"])
-def test_neighbor_pairs_match_cpu(fd, qm9, dtype, min_atoms, monkeypatch):
-    if min_atoms is not None:
-        monkeypatch.setenv("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS", min_atoms)
+@pytest.mark.parametrize("min_atoms", [None, 1, 1_000_000_000], ids=["default", "all-cell-list", "all-brute"])
+def test_neighbor_pairs_match_cpu(fd, qm9, dtype, min_atoms):
     R, off = mixed_batch(qm9)
     want = fd.neighbor_pairs(to(R, dtype, "cpu"), idx(off, "cpu"), CUTOFF)
-    assert np.diff(off).max() > 2048 and want[0].numel() > 50_000  # the cluster takes the cell list by default
-    got = fd.neighbor_pairs(to(R, dtype), idx(off), CUTOFF)
+    # the cluster takes the cell list by default
+    assert np.diff(off).max() > kernels.default_cell_list_min_atoms() and want[0].numel() > 50_000
+    extra = () if min_atoms is None else (min_atoms,)
+    got = fd.neighbor_pairs(to(R, dtype), idx(off), CUTOFF, *extra)
     assert_pairs_equal(got, want)
 
 
@@ -116,9 +120,8 @@ def test_neighbor_pairs_small_batch_matches_reference(fd, qm9, dtype):
     assert_pairs_equal(got, want)
 
 
-@pytest.mark.parametrize("min_atoms", ["1", "1000000000"], ids=["cell-list", "brute"])
-def test_neighbor_pairs_edge_cases(fd, qm9, min_atoms, monkeypatch):
-    monkeypatch.setenv("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS", min_atoms)
+@pytest.mark.parametrize("min_atoms", [1, 1_000_000_000], ids=["cell-list", "brute"])
+def test_neighbor_pairs_edge_cases(fd, qm9, min_atoms):
     big = cluster(qm9, 30)
     big[5] = np.nan  # non-finite atoms get no pairs
     big[9, 1] = np.inf
@@ -128,7 +131,7 @@ def test_neighbor_pairs_edge_cases(fd, qm9, min_atoms, monkeypatch):
     off = np.array([0, len(big), len(big) + 2, len(R)], dtype=np.int64)
     for dtype in (torch.float32, torch.float64):
         want = fd.neighbor_pairs(to(R, dtype, "cpu"), idx(off, "cpu"), CUTOFF)
-        got = fd.neighbor_pairs(to(R, dtype), idx(off), CUTOFF)
+        got = fd.neighbor_pairs(to(R, dtype), idx(off), CUTOFF, min_atoms)
         assert_pairs_equal(got, want)
         first = got[0].cpu()
         assert not ((first == 5) | (first == 9)).any()
@@ -137,7 +140,7 @@ def test_neighbor_pairs_edge_cases(fd, qm9, min_atoms, monkeypatch):
         assert counts[n : n + 4].tolist() == [0, 0, 1, 1]  # exactly one cutoff apart is out, just inside is in
     # no atoms at all, and no molecules at all
     for off0 in ([0], [0, 0, 0]):
-        got = fd.neighbor_pairs(torch.zeros((0, 3), device=DEV), idx(off0), CUTOFF)
+        got = fd.neighbor_pairs(torch.zeros((0, 3), device=DEV), idx(off0), CUTOFF, min_atoms)
         assert got[0].numel() == 0 and got[1].numel() == 0 and got[2].tolist() == [0]
 
 
@@ -153,6 +156,8 @@ def test_neighbor_pairs_rejects_bad_input(fd):
         fd.neighbor_pairs(R, idx([0, 4]), -1.0)
     with pytest.raises(RuntimeError, match="CUDA tensor"):
         fd.neighbor_pairs(R, idx([0, 4], "cpu"), CUTOFF)
+    with pytest.raises(RuntimeError, match="cell_list_min_atoms must be at least 1"):
+        fd.neighbor_pairs(R, idx([0, 4]), CUTOFF, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,23 +200,38 @@ SHAPES = [  # (n_molecules, S, F): the QM9 model, the one-hot first layer, large
 ]
 
 
-@pytest.mark.parametrize("kernels", list(cuda_kernels.TEST_CONFIGURATIONS))
+def refused(fd, kernel, args):
+    """Checks that both envsum ops refuse `kernel` for this problem, with the plan's reason."""
+    z, mu = args[0], args[5]
+    with pytest.raises(kernels.KernelChoiceError) as reason:
+        kernels.envsum_plan(z.dtype, mu.numel(), z.shape[1], kernel)
+    why = str(reason.value).split(": ")[-1]
+    cuda_args = on_cuda(args)
+    with pytest.raises(RuntimeError, match=re.escape(f"cannot run this problem: {why}")):
+        fd.gaussian_envsum(*cuda_args, CUTOFF, kernel)
+    grad_env = torch.ones((z.shape[0], mu.numel(), z.shape[1]), dtype=z.dtype, device=DEV)
+    with pytest.raises(RuntimeError, match=re.escape(f"cannot run this problem: {why}")):
+        fd.gaussian_envsum_backward(grad_env, *cuda_args, CUTOFF, [True] * 4, kernel)
+
+
+@pytest.mark.parametrize("kernel", kernels.ENVSUM_KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"M{m}-S{s}-F{f}" for m, s, f in SHAPES])
-def test_gaussian_envsum_forward_and_backward_match_cpu(fd, qm9, dtype, shape, kernels, monkeypatch):
-    for name, value in cuda_kernels.configuration(kernels).items():
-        monkeypatch.setenv(name, value)
+def test_gaussian_envsum_forward_and_backward_match_cpu(fd, qm9, dtype, shape, kernel):
     n_mol, S, F = shape
     args = envsum_problem(fd, qm9, n_mol, S, F, dtype)
+    if not kernels.envsum_kernel_runs(kernel, dtype, S, F):  # lanes beyond 32 sensitivities or in float64
+        refused(fd, kernel, args)
+        return
     want_env = fd.gaussian_envsum(*args, CUTOFF)
-    got_env = fd.gaussian_envsum(*on_cuda(args), CUTOFF)
+    got_env = fd.gaussian_envsum(*on_cuda(args), CUTOFF, kernel)
     assert got_env.shape == want_env.shape and got_env.dtype == dtype
     assert want_env.abs().sum() > 0
     close(got_env, want_env, dtype, "env")
 
     grad_env = torch.randn(want_env.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     want = fd.gaussian_envsum_backward(grad_env, *args, CUTOFF)
-    got = fd.gaussian_envsum_backward(grad_env.to(DEV), *on_cuda(args), CUTOFF)
+    got = fd.gaussian_envsum_backward(grad_env.to(DEV), *on_cuda(args), CUTOFF, [True] * 4, kernel)
     for name, g, w in zip(("grad_z", "grad_r", "grad_mu", "grad_sigma"), got, want):
         assert g.shape == w.shape and g.dtype == dtype, name
         close(g, w, dtype, name)
@@ -262,13 +282,11 @@ def test_gaussian_envsum_rejects_bad_input(fd, qm9):
         fd.gaussian_envsum(z, r, first, second, row, big, big, CUTOFF)
 
 
-@pytest.mark.parametrize("kernels", list(cuda_kernels.TEST_CONFIGURATIONS))
-def test_gaussian_envsum_malformed_indices_are_memory_safe(fd, qm9, kernels, monkeypatch):
+@pytest.mark.parametrize("kernel", kernels.ENVSUM_KERNELS)
+def test_gaussian_envsum_malformed_indices_are_memory_safe(fd, qm9, kernel):
     """Inconsistent pairs are skipped, never read out of bounds (compute-sanitizer runs this too)."""
-    for name, value in cuda_kernels.configuration(kernels).items():
-        monkeypatch.setenv(name, value)
     z, r, first, second, row, mu, sigma = on_cuda(envsum_problem(fd, qm9, 5, 4, 3, torch.float32))
-    clean = fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF)
+    clean = fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF, kernel)
     bad_second = second.clone()
     bad_second[0] = 10**9
     bad_second[1] = -5
@@ -277,13 +295,13 @@ def test_gaussian_envsum_malformed_indices_are_memory_safe(fd, qm9, kernels, mon
     bad_row = row.clone()
     bad_row[3] = 10**12
     for args in ((bad_first, bad_second, row), (first, second, bad_row)):
-        env = fd.gaussian_envsum(z, r, *args, mu, sigma, CUTOFF)
-        grads = fd.gaussian_envsum_backward(torch.ones_like(env), z, r, *args, mu, sigma, CUTOFF)
+        env = fd.gaussian_envsum(z, r, *args, mu, sigma, CUTOFF, kernel)
+        grads = fd.gaussian_envsum_backward(torch.ones_like(env), z, r, *args, mu, sigma, CUTOFF, [True] * 4, kernel)
         torch.cuda.synchronize()
         assert env.shape == clean.shape and torch.isfinite(env).all()
         assert all(torch.isfinite(g).all() for g in grads)
     # the skipped pairs (0, 1, 2) only change their own receiving atoms' rows
-    env = fd.gaussian_envsum(z, r, bad_first, bad_second, row, mu, sigma, CUTOFF)
+    env = fd.gaussian_envsum(z, r, bad_first, bad_second, row, mu, sigma, CUTOFF, kernel)
     untouched = torch.ones(z.shape[0], dtype=torch.bool, device=DEV)
     untouched[first[:3]] = False
     assert torch.equal(env[untouched], clean[untouched])
@@ -346,30 +364,24 @@ def test_segmented_dipole_malformed_offsets_are_memory_safe(fd):
 # ---------------------------------------------------------------------------------------------------------
 # determinism (bitwise), also on a non-default stream
 # ---------------------------------------------------------------------------------------------------------
-# every kernel configuration but those with the atomic featsum (not bitwise reproducible by design)
-DETERMINISTIC = [name for name, knobs in cuda_kernels.TEST_CONFIGURATIONS.items()
-                 if knobs.get("FASTDIPOLE_CUDA_ENVSUM_FEATSUM") != "atomic"]
-
-
-@pytest.mark.parametrize("kernels", DETERMINISTIC)
+@pytest.mark.parametrize("kernel", kernels.ENVSUM_KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_repeated_runs_are_bitwise_identical(fd, qm9, dtype, kernels, monkeypatch):
-    monkeypatch.setenv("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS", "1000")  # the cluster takes the cell list
-    for name, value in cuda_kernels.configuration(kernels).items():
-        monkeypatch.setenv(name, value)
+def test_repeated_runs_are_bitwise_identical(fd, qm9, dtype, kernel):
+    if not kernels.envsum_kernel_runs(kernel, dtype, 20, 64):
+        pytest.skip(f"{kernel} cannot run float64 (refusal: test_gaussian_envsum_forward_and_backward_match_cpu)")
     R, off = mixed_batch(qm9)
     R, off = to(R, dtype), idx(off)
 
     def run_all():
-        first, second, row = fd.neighbor_pairs(R, off, CUTOFF)
+        first, second, row = fd.neighbor_pairs(R, off, CUTOFF, 1000)  # the cluster takes the cell list
         r = (R[second] - R[first]).norm(dim=-1)
         g = torch.Generator(DEV).manual_seed(7)
         z = torch.randn((R.shape[0], 64), device=DEV, dtype=dtype, generator=g)
         mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, 20, device=DEV, dtype=dtype)
         sigma = torch.full((20,), 34.0, device=DEV, dtype=dtype)
-        env = fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF)
+        env = fd.gaussian_envsum(z, r, first, second, row, mu, sigma, CUTOFF, kernel)
         grad_env = torch.randn(env.shape, device=DEV, dtype=dtype, generator=g)
-        grads = fd.gaussian_envsum_backward(grad_env, z, r, first, second, row, mu, sigma, CUTOFF)
+        grads = fd.gaussian_envsum_backward(grad_env, z, r, first, second, row, mu, sigma, CUTOFF, [True] * 4, kernel)
         q = torch.randn(R.shape[0], device=DEV, dtype=dtype, generator=g)
         dip = fd.segmented_dipole(q, R, off)
         dgrads = fd.segmented_dipole_backward(torch.ones_like(dip), q, R, off)
@@ -400,9 +412,11 @@ def test_opcheck_on_cuda(fd, qm9):
     args = (z.requires_grad_(True), r.requires_grad_(True), first, second, row, mu.requires_grad_(True),
             sigma.requires_grad_(True), CUTOFF)
     torch.library.opcheck(fd.gaussian_envsum.default, args)
+    torch.library.opcheck(fd.gaussian_envsum.default, (*args, "lanes/tiled"))
     grad_env = torch.randn((z.shape[0], 4, 3), dtype=torch.float64, device=DEV)
     back_args = (grad_env, *(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
     torch.library.opcheck(fd.gaussian_envsum_backward.default, back_args)
+    torch.library.opcheck(fd.gaussian_envsum_backward.default, (*back_args, [True] * 4, "block/tiled"))
     torch.library.opcheck(fd.segmented_dipole.default, (q.requires_grad_(True), R.requires_grad_(True), off))
     grad_mu = torch.randn((off.numel() - 1, 3), dtype=torch.float64, device=DEV)
     torch.library.opcheck(fd.segmented_dipole_backward.default,

@@ -80,3 +80,27 @@ def test_torchscript(qm9_batch):
     z, mu, sigma = inputs(R)
     scripted = torch.jit.script(toy_dipoles)
     torch.testing.assert_close(scripted(R, offsets, z, mu, sigma), eager_reference(R, offsets, z, mu, sigma), rtol=1e-8, atol=1e-8)
+
+
+def test_torch_compile_passes_the_kernel_choices_through(qm9_batch):
+    """The CUDA kernel override arguments (str kernel, int cell_list_min_atoms) trace as constants, and autograd
+    hands kernel to the backward op (the CPU ops check and ignore them)."""
+    import fastdipole.ops.ops  # noqa: F401  (fake impls + autograd)
+    R, _, offsets = qm9_batch
+    z, mu, sigma = inputs(R)
+
+    def dipoles(R, offsets, z, mu, sigma):
+        pairs = fops.neighbor_pairs(R, offsets, CUTOFF, backend="compiled", cell_list_min_atoms=5)
+        r = fops.pair_distances(R, pairs.first, pairs.second)
+        env = fops.gaussian_envsum(z, r, pairs, mu, sigma, CUTOFF, backend="compiled", kernel="block/tiled")
+        return fops.segmented_dipole(env.sum(dim=(1, 2)), R, offsets, backend="compiled")
+
+    compiled = torch.compile(dipoles, fullgraph=True, dynamic=True)
+    leaves = [R.clone().requires_grad_(True), z.clone().requires_grad_(True)]
+    got = compiled(leaves[0], offsets, leaves[1], mu, sigma)
+    ref_leaves = [t.detach().clone().requires_grad_(True) for t in leaves]
+    want = dipoles(ref_leaves[0], offsets, ref_leaves[1], mu, sigma)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for a, b in zip(torch.autograd.grad(got.square().sum(), leaves),
+                    torch.autograd.grad(want.square().sum(), ref_leaves)):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)

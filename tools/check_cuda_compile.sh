@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compiles every CUDA kernel file csrc/cuda/*.cu with nvcc, standalone (no torch headers, no GPU needed),
-# for sm_80 and sm_90, with warnings as errors (register spills included). Fast: 1-5 s per file.
+# for sm_80 and sm_90, with warnings as errors (register spills included), then every header csrc/cuda/*.cuh
+# and *.h on its own (a one-line .cu that includes only it), so each brings its own includes and namespace.
+# Fast: 1-20 s per file.
 #
 # Usage: tools/check_cuda_compile.sh [extra nvcc flags...]
 # Env:   NVCC (default: nvcc on PATH, else $CUDA_HOME/bin/nvcc), CUDA_ARCHS (default "80 90"),
@@ -42,18 +44,31 @@ fi
 
 echo "nvcc: $("$nvcc_bin" --version | tail -n 1)"
 status=0
-for f in "${files[@]}"; do
-  name="$(basename "$f" .cu)"
+# compile SOURCE OBJECT LABEL: -Werror all-warnings makes nvcc front-end and ptxas warnings errors, including
+# register spills (-Xptxas -warn-spills): the kernels must stay spill-free on sm_80 and sm_90. -Xcompiler:
+# host code too.
+compile() {
+  local start ms
   start=$(date +%s%N)
-  # -Werror all-warnings: nvcc front-end and ptxas warnings are errors, including register spills
-  # (-Xptxas -warn-spills): the kernels must stay spill-free on sm_80 and sm_90. -Xcompiler: host code too.
-  if "$nvcc_bin" -std=c++17 -O3 -c "$f" -o "$out_dir/$name.o" -I"$repo/csrc" "${gencode[@]}" \
-      -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Xptxas -warn-spills "$@"; then
+  if "$nvcc_bin" -std=c++17 -O3 -c "$1" -o "$2" -I"$repo/csrc" "${gencode[@]}" \
+      -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Xptxas -warn-spills ${extra[@]+"${extra[@]}"}; then
     ms=$((($(date +%s%N) - start) / 1000000))
-    printf 'ok    %-28s %3d.%d s\n' "$(basename "$f")" $((ms / 1000)) $((ms % 1000 / 100))
+    printf 'ok    %-28s %3d.%d s\n' "$3" $((ms / 1000)) $((ms % 1000 / 100))
   else
-    echo "FAIL  $(basename "$f")" >&2
+    echo "FAIL  $3" >&2
     status=1
   fi
+}
+extra=("$@")
+for f in "${files[@]}"; do
+  compile "$f" "$out_dir/$(basename "$f" .cu).o" "$(basename "$f")"
+done
+# Each header alone: it must include what it uses and open its own namespace (none is meant to be pasted
+# into another file's namespace).
+for h in "$repo"/csrc/cuda/*.cuh "$repo"/csrc/cuda/*.h; do
+  name="$(basename "$h")"
+  unit="$out_dir/header_${name//./_}.cu"
+  printf '#include "cuda/%s"\n' "$name" >"$unit"
+  compile "$unit" "${unit%.cu}.o" "$name (alone)"
 done
 exit $status

@@ -26,11 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 # (label, mangled-name regex, marker regex): the hot loop is the smallest loop around the first marker
 SHFL_16 = r"SHFL\.BFLY PT, R\d+, R\d+, 0x10"
 HOT_LOOPS = [
-    ("forward lanes S<=20, 4 columns, per 4 pairs", r"forward_lanes_kernelIfLi20ELi4ELb0E", r"LDS\.128"),
-    ("forward lanes S<=20, 4 columns, pipelined, per 8 pairs", r"forward_lanes_kernelIfLi20ELi4ELb1E", r"VOTE"),
-    ("backward lanes S<=20, 2 columns, per pair", r"backward_lanes_kernelIfLi20ELi2ELb0E", SHFL_16),
-    ("backward lanes S<=20, 4 columns, per pair", r"backward_lanes_kernelIfLi20ELi4ELb0E", SHFL_16),
-    ("backward segments S<=20, per 4 features of 32 pairs", r"segments_kernelIfLi20ELi4E", r"LDG\.E\.128"),
+    ("forward lanes S<=20, 4 columns, per 4 pairs", r"forward_lanes_kernelIfLi20ELi4EE", r"LDS\.128"),
+    ("backward lanes S<=20, 2 columns, per pair", r"backward_lanes_kernelIfLi20ELi2EE", SHFL_16),
 ]
 
 

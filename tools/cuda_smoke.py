@@ -19,15 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdipole.ops import cuda_kernels
-
-os.environ.setdefault("FASTDIPOLE_CUDA_CELL_LIST_MIN_ATOMS", "200")  # the cluster below uses the cell list
+from fastdipole.ops import kernels
 
 REPO = Path(__file__).resolve().parents[1]
 QM9_H5 = Path(os.environ.get("FASTDIPOLE_QM9_H5", REPO.parent / "shared" / "data" / "qm9" / "qm9_mulliken.h5"))
 CUTOFF = 6.5  # Angstrom
-# envsum kernel choices (read by the CUDA launchers at each call): every configuration the CUDA tests run
-CONFIGURATIONS = {name: cuda_kernels.configuration(name) for name in cuda_kernels.TEST_CONFIGURATIONS}
+CELL_LIST_MIN_ATOMS = 200  # the ~300-atom cluster below takes the cell list, the QM9 molecules brute force
 
 def molecules(n: int) -> tuple[np.ndarray, np.ndarray]:
     """R (Angstrom) and offsets of n real QM9 molecules, or random 18-atom ones without the file."""
@@ -83,30 +80,30 @@ def main() -> int:
         R, off = torch.from_numpy(R_np).to(dtype), torch.from_numpy(off_np)
         Rc, offc = R.cuda(), off.cuda()
         pairs_cpu = fd.neighbor_pairs(R, off, CUTOFF)
-        pairs = fd.neighbor_pairs(Rc, offc, CUTOFF)
+        pairs = fd.neighbor_pairs(Rc, offc, CUTOFF, CELL_LIST_MIN_ATOMS)
         for a, b in zip(pairs, pairs_cpu):
             check(torch.equal(a.cpu(), b), f"neighbor_pairs {dtype}")
         first, second, row = pairs_cpu
         r = (R[second] - R[first]).norm(dim=-1)
-        # the QM9 shape (several feature chunks) with every kernel configuration; one feature chunk, a wide
-        # row with item dS, the block / tiled kernels with one chunk, and many sensitivities with few
-        # features (beyond the lanes kernels)
-        cases = [(20, 100, name) for name in CONFIGURATIONS]
-        cases += [(20, 32, "default"), (32, 300, "lanes / lanes, item dS, 2 columns"),
-                  (20, 32, "block / tiled"), (70, 5, "default")]
-        for S, F, kernels in cases:
-            os.environ.update(CONFIGURATIONS[kernels])
+        # the QM9 shape (several feature chunks) with every kernel choice the CUDA tests run; one feature
+        # chunk, a wide row, the block / tiled kernels with one chunk, and many sensitivities with few features
+        # (beyond the lanes kernels)
+        cases = [(20, 100, kernel) for kernel in kernels.ENVSUM_KERNELS]
+        cases += [(20, 32, "auto"), (32, 300, "lanes/lanes"), (20, 32, "block/tiled"), (70, 5, "auto")]
+        for S, F, kernel in cases:
+            if not kernels.envsum_kernel_runs(kernel, dtype, S, F):  # the lanes backward in float64
+                continue
             z = torch.randn((R.shape[0], F), generator=gen, dtype=dtype)
             mu = 1.0 / torch.linspace(1.0 / 5.0, 1.0 / 0.85, S, dtype=dtype)
             sigma = torch.full((S,), 2.0 * S * 0.85, dtype=dtype)
             args = (z, r, first, second, row, mu, sigma)
-            env = fd.gaussian_envsum(*[t.cuda() for t in args], CUTOFF)
-            check(close(env, fd.gaussian_envsum(*args, CUTOFF), dtype), f"envsum S={S} F={F} {dtype} [{kernels}]")
+            env = fd.gaussian_envsum(*[t.cuda() for t in args], CUTOFF, kernel)
+            check(close(env, fd.gaussian_envsum(*args, CUTOFF), dtype), f"envsum S={S} F={F} {dtype} [{kernel}]")
             grad_env = torch.randn(env.shape, generator=gen, dtype=dtype)
-            got = fd.gaussian_envsum_backward(grad_env.cuda(), *[t.cuda() for t in args], CUTOFF)
+            got = fd.gaussian_envsum_backward(grad_env.cuda(), *[t.cuda() for t in args], CUTOFF, [True] * 4, kernel)
             want = fd.gaussian_envsum_backward(grad_env, *args, CUTOFF)
             for name, a, b in zip(("grad_z", "grad_r", "grad_mu", "grad_sigma"), got, want):
-                check(close(a, b, dtype), f"envsum backward {name} S={S} F={F} {dtype} [{kernels}]")
+                check(close(a, b, dtype), f"envsum backward {name} S={S} F={F} {dtype} [{kernel}]")
         q = torch.randn(R.shape[0], generator=gen, dtype=dtype)
         check(close(fd.segmented_dipole(q.cuda(), Rc, offc), fd.segmented_dipole(q, R, off), dtype), "dipole")
         g = torch.randn((off.numel() - 1, 3), generator=gen, dtype=dtype)
@@ -119,11 +116,10 @@ def main() -> int:
     f2, s2, ro2 = first.clone(), second.clone(), row.clone()
     s2[0], s2[1], f2[2], ro2[5] = 10**9, -3, f2[2] + 1, 10**12
     mu = torch.linspace(1.0, 5.0, 6).cuda()
-    for kernels in CONFIGURATIONS.values():
-        os.environ.update(kernels)
-        env = fd.gaussian_envsum(z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)
-        fd.gaussian_envsum_backward(torch.ones_like(env), z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF)
-    os.environ.update(CONFIGURATIONS["default"])
+    for kernel in kernels.ENVSUM_KERNELS:
+        env = fd.gaussian_envsum(z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF, kernel)
+        fd.gaussian_envsum_backward(torch.ones_like(env), z, rr, f2.cuda(), s2.cuda(), ro2.cuda(), mu, mu, CUTOFF,
+                                    [True] * 4, kernel)
     bad = torch.tensor([0, 5, 3, 10**9, -2]).cuda()
     dip = fd.segmented_dipole(z[:, 0].contiguous(), Rc.float(), bad)
     fd.segmented_dipole_backward(torch.ones_like(dip), z[:, 0].contiguous(), Rc.float(), bad)

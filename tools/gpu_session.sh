@@ -18,11 +18,11 @@
 #   deps      pip install --no-index from $FASTDIPOLE_CARRY/wheels whatever of the list below is missing
 #   build     CUDA_HOME=... TORCH_CUDA_ARCH_LIST=<this GPU> pip install --no-build-isolation --no-deps -v .
 #             (timed; the build dir build/<wheel tag> is reused by later calls)
-#   compile   tools/check_cuda_compile.sh (every .cu standalone for sm_80 and sm_90, -Werror; CI does this too)
+#   compile   tools/check_cuda_compile.sh (every .cu and every header alone for sm_80 and sm_90, -Werror; CI too)
 #   tests     pytest: the CUDA tests, the CPU op / error / hippynn-parity / graphed-step tests (junit xml; -n 8)
-#   bench     python benchmarks/gpu.py --json $LOGS/gpu_bench.json, benchmarks/gpu_variants.py (each opt-in kernel
-#             variant vs the default, to gpu_variants.md), then benchmarks/gpu_profile.py (per-kernel times, to
-#             gpu_profile.log)
+#   bench     python benchmarks/gpu.py --json $LOGS/gpu_bench.json, benchmarks/gpu_variants.py (each other envsum
+#             kernel, forced through the ops' kernel choice, vs the default, to gpu_variants.md), then
+#             benchmarks/gpu_profile.py (per-kernel times, to gpu_profile.log)
 #   sanitize  compute-sanitizer --tool T for T in $SANITIZE_TOOLS (default: memcheck racecheck synccheck
 #             initcheck) on tools/cuda_smoke.py (PYTORCH_NO_CUDA_MEMORY_CACHING=1: every tensor its own
 #             allocation, exact bounds); memcheck, racecheck and synccheck must be clean, initcheck is reported
@@ -229,7 +229,7 @@ step_sanitize() {
 step_bench() {
   # shellcheck disable=SC2086  # BENCH_ARGS: extra gpu.py arguments, e.g. "--sections copy,bandwidth"
   "$PYTHON" benchmarks/gpu.py --json "$LOGS/gpu_bench.json" ${BENCH_ARGS:-} || return 1
-  # the opt-in kernel variants against the defaults (candidates for a new default)
+  # the other envsum kernels, forced, against the defaults (candidates for a new default)
   "$PYTHON" benchmarks/gpu_variants.py "$LOGS/gpu_bench.json" >"$LOGS/gpu_variants.md" 2>&1 &&
     sed -n '/^Candidates/,$p' "$LOGS/gpu_variants.md"
   # Whole epochs of `fastdipole train` (QM9 file of the session, defaults: nf 60, batch 128), eager vs graphs.

@@ -2,7 +2,7 @@
 //
 // The kernels never start threads themselves: the caller passes a ParallelFor that splits an index range
 // over its own thread pool (register_cpu.cpp passes at::parallel_for, so the kernels share torch's pool;
-// a second pool beside torch's was measured to triple step times, notes/anchors.md). serial_for() runs
+// a second pool beside torch's was measured to triple step times). serial_for() runs
 // everything on the calling thread (tests, tools without torch).
 #pragma once
 

@@ -6,7 +6,8 @@
 # Architectures: -DFASTDIPOLE_CUDA_ARCHITECTURES="80-real;90-real" (CMake's format) if given, else
 # TORCH_CUDA_ARCH_LIST (env, torch's format: "8.0;9.0", "8.0 9.0+PTX"), else sm_80 and sm_90 cubins plus
 # compute_90 PTX (runs on A100/A10/L4/RTX 30-40 (sm_8x), H100/H200, and JIT-compiles on newer GPUs).
-# Torch's own CMake ignores CMAKE_CUDA_ARCHITECTURES, but torch's CMake is not used here (gotcha 2).
+# Torch's own CMake ignores CMAKE_CUDA_ARCHITECTURES, but torch's CMake is not used here (CMakeLists.txt asks
+# the build's Python interpreter for torch's paths instead).
 
 if(NOT FASTDIPOLE_CUDA_ARCHITECTURES)
   if(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT "$ENV{TORCH_CUDA_ARCH_LIST}" STREQUAL "")

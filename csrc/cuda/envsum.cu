@@ -1,24 +1,23 @@
 // Gaussian envsum forward/backward on the GPU (see launchers.h for the math and the index contract).
 //
 // Determinism: every output element is produced by one thread summing in a fixed order (rows and groups
-// in index order, warp sums with a fixed xor tree, warps in index order): no float atomics anywhere.
+// in index order, warp sums with a fixed xor tree, warps in index order); no kernel here uses atomics.
 // Per-element math comes from common/hipnn_math.h (shared with the CPU kernels), with 1/mu and
 // -0.5 sigma^2 hoisted exactly as the CPU kernels hoist them.
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
-#include <string>
 #include <type_traits>
 
 #include "cuda/device_utils.cuh"
+#include "cuda/envsum_lanes.cuh"  // the lanes kernels (the default for n_sens <= 32)
+#include "cuda/envsum_pairs.cuh"
 #include "cuda/launchers.h"
-#include "cuda/scan.cuh"
 
 namespace fastdipole::cuda {
 namespace {
 
 using detail::ceil_div;
 using detail::kWarp;
+using detail::read_pair;
 using detail::round_up;
 
 // Shared memory per block stays below the 48 KiB every architecture gives without an opt-in.
@@ -64,31 +63,6 @@ __device__ __forceinline__ ForwardShared<T> forward_shared(unsigned char* base, 
   sh.s = t + 2 * S + 2 * tile;
   sh.zt = sh.s + int64_t(tile) * S;
   return sh;
-}
-
-// Pair p of row i as every envsum kernel reads it: j = its sender, or -1 when the pair does not count
-// (pair_first[p] != i or the sender is out of range); 1/r, the cutoff factor c and dc/dr, with c = -1 marking
-// "no sensitivities" (a pair that does not count, or r > cutoff; a real cutoff factor is >= 0 or NaN).
-// p is inside [0, n_pairs) (row_range clamps rows), so r[p] is read along with the indices, not after the
-// validity test: one global-memory latency per tile instead of two in a row.
-template <typename T>
-__device__ __forceinline__ void read_pair(const EnvsumArgs<T>& a, int64_t i, int64_t p, int64_t& j, T& inv_r, T& c,
-                                          T& dc) {
-  const T cutoff = T(a.cutoff);
-  const int64_t jj = a.pair_second[p];
-  const int64_t ii = a.pair_first[p];
-  const T rp = a.r[p];
-  const bool valid = ii == i && jj >= 0 && jj < a.n_atoms;
-  j = valid ? jj : -1;
-  inv_r = T(0);
-  c = T(-1);
-  dc = T(0);
-  if (valid) {
-    if (!(rp > cutoff)) {  // r <= cutoff or NaN, as the CPU kernels
-      inv_r = T(1) / rp;
-      detail::cutoff_value_and_derivative(rp, cutoff, c, dc);
-    }
-  }
 }
 
 // Stages pairs [p0, p0 + nk) of row i (read_pair), then every (pair, v) sensitivity (0 when dropped). Caller
@@ -181,15 +155,9 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
   }
 }
 
-#include "cuda/envsum_lanes.cuh"     // the default kernels for n_sens <= 32
-#include "cuda/envsum_segments.cuh"  // opt-in backward: one block per closed segment of atoms
-
 // ---------------------------------------------------------------------------------------------------------
-// Backward pass 1: block per receiving atom i, threads over features.
-// Shared layout: j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile]
-//                | s[tile][S] | red[n_warps][tile][S] (red[0] becomes dS) | dr, dmu, dsig [tile][S]  (T)
-// ---------------------------------------------------------------------------------------------------------
-// Shared-memory prefix common to both backward row kernels:
+// Backward pass 1 where the lanes kernel does not run: block per receiving atom i (the tiled kernel below).
+// Shared-memory prefix of its layout:
 //   j[tile] int64 | gmu[S] gsig[S] double | inv_mu[S] nhs2[S] inv_r[tile] cut[tile] dcut[tile] | s[tile][S]  (T)
 template <typename T>
 struct BackwardRowShared {
@@ -219,7 +187,7 @@ __device__ __forceinline__ BackwardRowShared<T> backward_row_shared(unsigned cha
   return sh;
 }
 
-// Start of both backward row kernels: parameters hoisted, this atom's grad_mu / grad_sigma partials zeroed
+// Start of the tiled backward's row: parameters hoisted, this atom's grad_mu / grad_sigma partials zeroed
 // (thread v % blockDim owns entry v here and in finish_tile).
 template <typename T>
 __device__ __forceinline__ void start_row(const EnvsumArgs<T>& a, const BackwardRowShared<T>& sh) {
@@ -230,7 +198,7 @@ __device__ __forceinline__ void start_row(const EnvsumArgs<T>& a, const Backward
   }
 }
 
-// End of a tile in both backward row kernels (dS, dr, dmu, dsig: [tile][S], complete): grad_r of the tile's
+// End of a tile in the tiled backward (dS, dr, dmu, dsig: [tile][S], complete): grad_r of the tile's
 // pairs, v in order as the CPU kernel (grad_r null when not wanted), and this atom's grad_mu / grad_sigma
 // partials, pairs in order, in double (as the CPU kernel).
 template <typename T>
@@ -257,98 +225,9 @@ __device__ __forceinline__ void finish_tile(const BackwardRowShared<T>& sh, int 
   }
 }
 
-template <typename T>
-size_t backward_shared_bytes(int64_t S, int tile, int n_warps) {
-  return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
-         sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * (4 + n_warps));
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas spilled (double, sm_90)
-    envsum_backward_rows_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int tile, T* __restrict__ C,
-                                T* __restrict__ grad_r, double* __restrict__ part_mu,
-                                double* __restrict__ part_sigma) {
-  extern __shared__ __align__(16) unsigned char shared_raw[];
-  const int64_t S = a.n_sens, F = a.n_features, N = a.n_atoms;
-  const int n_warps = blockDim.x / kWarp;
-  const int warp = threadIdx.x / kWarp;
-  const int lane = threadIdx.x & (kWarp - 1);
-  const int64_t TS = int64_t(tile) * S;
-
-  const BackwardRowShared<T> sh = backward_row_shared<T>(shared_raw, int(S), tile);
-  T* red_sh = sh.s + TS;  // [n_warps][tile][S]
-  T* dr_sh = red_sh + TS * n_warps;
-  T* dmu_sh = dr_sh + TS;
-  T* dsig_sh = dmu_sh + TS;
-
-  const int64_t i = blockIdx.x;
-  start_row(a, sh);
-  int64_t begin, end;
-  detail::row_range(a.row_offsets, i, a.n_pairs, begin, end);
-  const T* dE_i = dE + i * S * F;
-
-  for (int64_t p0 = begin; p0 < end; p0 += tile) {
-    const int nk = int(min(int64_t(tile), end - p0));
-    __syncthreads();
-    stage_pairs(a, i, p0, nk, sh.j, sh.inv_r, sh.cut, sh.dcut, sh.inv_mu, sh.nhs2, sh.s);
-    __syncthreads();
-
-    for (int k = 0; k < nk; ++k) {  // uniform over the block
-      const int64_t j = sh.j[k];
-      if (j < 0) continue;
-      const int64_t p = p0 + k;
-      const T* sk = sh.s + int64_t(k) * S;
-      const T* zj = a.z + j * F;
-      // featsum terms C[p, f] = sum_v dE[i, v, f] s_v(p) (C is null when grad_z is not wanted)
-      for (int64_t f = threadIdx.x; C != nullptr && f < F; f += blockDim.x) {
-        T c = T(0);
-        for (int64_t v = 0; v < S; ++v) {
-          const T s = sk[v];
-          if (s != T(0)) c += s * dE_i[v * F + f];
-        }
-        C[p * F + f] = c;
-      }
-      // sensesum partials: per warp, dS[p, v] over this warp's features (active v only)
-      for (int64_t v = 0; v < S; ++v) {
-        if (sk[v] == T(0)) continue;  // uniform: same shared value for every thread
-        T part = T(0);
-        for (int64_t f = threadIdx.x; f < F; f += blockDim.x) part += dE_i[v * F + f] * zj[f];
-        part = detail::warp_sum(part);
-        if (lane == 0) red_sh[(int64_t(warp) * tile + k) * S + v] = part;
-      }
-    }
-    __syncthreads();
-
-    // Per (pair, v): dS (warps summed in order) and the derivatives of s.
-    for (int64_t idx = threadIdx.x; idx < int64_t(nk) * S; idx += blockDim.x) {
-      const int64_t k = idx / S;
-      const int64_t v = idx - k * S;
-      const T s = sh.s[idx];
-      T dS = T(0), ds_dr = T(0), ds_dmu = T(0), ds_dsigma = T(0);
-      if (sh.j[k] >= 0 && s != T(0)) {
-        for (int w = 0; w < n_warps; ++w) dS += red_sh[int64_t(w) * TS + idx];
-        const T g = exp(gaussian_exponent(sh.inv_r[k], sh.inv_mu[v], sh.nhs2[v]));
-        sensitivity_gradients_inv_mu(sh.inv_r[k], sh.inv_mu[v], a.sigma[v], g, sh.cut[k], sh.dcut[k], ds_dr, ds_dmu,
-                                     ds_dsigma);
-      }
-      red_sh[idx] = dS;  // red[0] now holds dS (only this thread touches element idx)
-      dr_sh[idx] = ds_dr;
-      dmu_sh[idx] = ds_dmu;
-      dsig_sh[idx] = ds_dsigma;
-    }
-    __syncthreads();
-
-    finish_tile(sh, int(S), nk, red_sh, dr_sh, dmu_sh, dsig_sh, grad_r != nullptr ? grad_r + p0 : nullptr);
-  }
-  for (int64_t v = threadIdx.x; v < S; v += blockDim.x) {
-    part_mu[v * N + i] = sh.gmu[v];
-    part_sigma[v * N + i] = sh.gsig[v];
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------
-// Backward pass 1, tiled (the default): as the kernel above, but with no global-memory latency in its inner
-// loops. Per tile of pairs and chunk of fc features, the block stages grad_env[i, :, chunk] and the senders'
+// Backward pass 1, tiled (float64, n_sens > 32 or fewer than 16 features): no global-memory latency in its
+// inner loops. Per tile of pairs and chunk of fc features, the block stages grad_env[i, :, chunk] and the senders'
 // features z[j, chunk] in shared memory (coalesced loads by all threads at once), then
 //   dS[k, v] += sum_f dE[v, f] z[j_k, f]   one thread per (pair, v), f in chunk order
 //   C[p, f]   = sum_v s[k, v] dE[v, f]     one thread per (pair, f), v in order (the same bits as above)
@@ -357,7 +236,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2)  // (kMaxThreads) alone: ptxas
 //                | s, dS, dr, dmu, dsig [tile][S] | dE[S][fc | 1] | zt[tile][fc | 1]  (T)
 // ---------------------------------------------------------------------------------------------------------
 template <typename T>
-size_t tiled_shared_bytes(int64_t S, int tile, int fc) {
+constexpr size_t tiled_shared_bytes(int64_t S, int tile, int fc) {
   return sizeof(int64_t) * tile + sizeof(double) * size_t(2 * S) +
          sizeof(T) * size_t(2 * S + 3 * tile + int64_t(tile) * S * 5 + (S + tile) * int64_t(fc | 1));
 }
@@ -511,25 +390,10 @@ cudaError_t launch_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) 
   return cudaGetLastError();
 }
 
-template <typename T>
-int backward_threads(const EnvsumArgs<T>& a) {
-  // Fewer warps for many sensitivities keep the per-warp dS tiles inside the shared budget.
-  const int max_threads = a.n_sens > 64 ? 128 : kMaxThreads;
-  return int(std::min<int64_t>(max_threads, std::max<int64_t>(kWarp, round_up(a.n_features, kWarp))));
-}
-
-template <typename T>
-int backward_tile(const EnvsumArgs<T>& a, int threads) {
-  const int n_warps = threads / kWarp;
-  const size_t fixed = backward_shared_bytes<T>(a.n_sens, 0, n_warps);
-  const size_t per_pair = backward_shared_bytes<T>(a.n_sens, 1, n_warps) - fixed;
-  if (fixed + per_pair > kSharedBudget) return 0;
-  return int(std::min<size_t>(kMaxPairTile, (kSharedBudget - fixed) / per_pair));
-}
-
 // Launch plan of the tiled backward: threads, pairs per tile, features per chunk. Each candidate chunk width
 // (64, 32, ..., 1) gets the largest tile that fits; the plan with the most work between barriers
-// (min(tile, 16) x chunk) wins. False when even one pair and one feature do not fit (the warp kernel runs).
+// (min(tile, 16) x chunk) wins. One pair and one feature always fit (asserted below), so there is a plan for
+// every n_sens the launchers accept.
 struct TiledPlan {
   int threads = 0, tile = 0, fc = 0;
 };
@@ -555,88 +419,42 @@ bool tiled_plan(const EnvsumArgs<T>& a, TiledPlan& plan) {
   plan = best;
   return true;
 }
-
-// Kernel selection. FASTDIPOLE_CUDA_ENVSUM_FORWARD = lanes | block and FASTDIPOLE_CUDA_ENVSUM_BACKWARD =
-// lanes | tiled | warp | segments force a kernel (benchmarks and tests compare them); unset, the lanes kernels run
-// where they were measured fastest on an H200 (benchmarks/README.md): n_sens <= 32 and at least 16 features
-// (the one-hot layer's few features leave most lanes idle), and in the backward float32 only (in float64
-// the tiled kernel was faster). The lanes kernels never run for n_sens > 32, the lanes backward never in
-// float64.
-inline std::string kernel_choice(const char* variable) {
-  const char* env = std::getenv(variable);
-  return (env != nullptr && *env != '\0') ? std::string(env) : std::string("auto");
-}
-
-constexpr int64_t kLanesMaxSensitivities = 32;
-constexpr int64_t kLanesMinFeatures = 16;
-
-// Feature columns of 32 per lane in the lanes kernels, at most: FASTDIPOLE_CUDA_LANES_MAX_COLUMNS (forward,
-// default 4: one warp per 128-feature row) and FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS (backward, default 2, as
-// measured; with 4, one warp holds a 128-feature row of grad_env, so each transposing warp sum serves twice the
-// features, for more registers per thread). Values 1, 2 or 4 (others round down).
-inline int max_columns(const char* variable, int default_columns) {
-  const std::string choice = kernel_choice(variable);
-  if (choice == "auto") return default_columns;
-  const int v = std::atoi(choice.c_str());
-  return v >= 4 ? 4 : (v >= 2 ? 2 : 1);
-}
-inline int forward_max_columns() { return max_columns("FASTDIPOLE_CUDA_LANES_MAX_COLUMNS", 4); }
-inline int backward_max_columns() { return max_columns("FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS", 2); }
-
-template <typename T>
-bool use_lanes_forward(const EnvsumArgs<T>& a) {
-  if (a.n_sens > kLanesMaxSensitivities) return false;
-  const std::string choice = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FORWARD");
-  return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
-}
-
-template <typename T>
-bool use_lanes_backward(const EnvsumArgs<T>& a, const std::string& choice) {
-  if (sizeof(T) != 4 || a.n_sens > kLanesMaxSensitivities) return false;
-  return choice == "lanes" || (choice == "auto" && a.n_features >= kLanesMinFeatures);
-}
-
-// FASTDIPOLE_CUDA_ENVSUM_FEATSUM = atomic: the lanes backward adds its featsum terms to grad_z with float
-// atomics, so the (n_pairs x n_features) scratch C, the pair grouping by sender and the featsum pass go away,
-// at the price of run-to-run bitwise reproducibility of grad_z. Unset (or "sorted"): C, then a featsum in
-// ascending pair order (deterministic). Only the lanes backward has the atomic mode.
-template <typename T>
-bool use_atomic_featsum(const EnvsumArgs<T>& a) {
-  return use_lanes_backward(a, kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD")) &&
-         kernel_choice("FASTDIPOLE_CUDA_ENVSUM_FEATSUM") == "atomic";
-}
+static_assert(tiled_shared_bytes<double>(kMaxSensitivities, 1, 1) <= kSharedBudget,
+              "the tiled backward must fit one pair and one feature for every accepted n_sens");
 
 template <int V>
 using IntConstant = std::integral_constant<int, V>;
 
-// Calls launch(SV, CT) with SV the register slots per lane for the sensitivities (8, 16, 20, 24 or 32 >=
-// n_sens; 20 is HIP-NN's usual count, where 24 slots would spend a sixth of the FMAs on padding)
-// and CT the 32-feature columns per lane: in float32 as many as the features need, up to MAX_CT (4: one warp
-// covers a 128-feature row and stages its pairs once); in float64 always 1 (double registers are twice as
-// wide). max_ct (<= MAX_CT) lowers the bound at run time: FASTDIPOLE_CUDA_LANES_MAX_COLUMNS (forward, default
-// 4) and FASTDIPOLE_CUDA_LANES_BACKWARD_COLUMNS (backward, which also holds a 32-value warp sum in
-// registers; default 2).
+// Calls launch(SV, CT) with the plan's compile-time widths (kernel_plan.h: SV = lanes_slots, the register slots
+// per lane for the sensitivities; CT = the 32-feature columns per lane). Only the widths a pass can have are
+// instantiated: CT <= MAX_CT (forward 4, backward 2), and CT = 1 in float64. Other values: cudaErrorInvalidValue.
 template <int MAX_CT, typename T, typename Launch>
-cudaError_t dispatch_lanes(const EnvsumArgs<T>& a, Launch&& launch, int max_ct = MAX_CT) {
+cudaError_t with_lanes_widths(int slots, int columns, Launch&& launch) {
   auto with_ct = [&](auto sv) -> cudaError_t {
     if constexpr (sizeof(T) == 4 && MAX_CT >= 4) {
-      if (a.n_features > 2 * kWarp && max_ct >= 4) return launch(sv, IntConstant<4>{});
+      if (columns == 4) return launch(sv, IntConstant<4>{});
     }
     if constexpr (sizeof(T) == 4 && MAX_CT >= 2) {
-      if (a.n_features > kWarp) return launch(sv, IntConstant<2>{});
+      if (columns == 2) return launch(sv, IntConstant<2>{});
     }
-    return launch(sv, IntConstant<1>{});
+    if (columns == 1) return launch(sv, IntConstant<1>{});
+    return cudaErrorInvalidValue;
   };
-  if (a.n_sens <= 8) return with_ct(IntConstant<8>{});
-  if (a.n_sens <= 16) return with_ct(IntConstant<16>{});
-  if (a.n_sens <= 20) return with_ct(IntConstant<20>{});
-  if (a.n_sens <= 24) return with_ct(IntConstant<24>{});
-  return with_ct(IntConstant<32>{});
+  switch (slots) {
+    case 8:
+      return with_ct(IntConstant<8>{});
+    case 16:
+      return with_ct(IntConstant<16>{});
+    case 20:
+      return with_ct(IntConstant<20>{});
+    case 24:
+      return with_ct(IntConstant<24>{});
+    case 32:
+      return with_ct(IntConstant<32>{});
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
-
-// Benchmark knob FASTDIPOLE_CUDA_LANES_PIPELINE=1: the lanes forward loads the next batch of sender rows
-// before adding the current one (envsum_lanes.cuh); unset or 0, one batch at a time (the measured default).
-inline bool forward_pipelined() { return kernel_choice("FASTDIPOLE_CUDA_LANES_PIPELINE") == "1"; }
 
 template <typename T, int SV, int CT>
 cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
@@ -644,53 +462,32 @@ cudaError_t launch_forward_lanes(const EnvsumArgs<T>& a, T* env, cudaStream_t st
   const int64_t blocks = ceil_div(a.n_atoms * n_chunks, lanes::kForwardWarps);
   if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
   const unsigned threads = lanes::kForwardWarps * kWarp;
-  if (forward_pipelined()) {
-    lanes::envsum_forward_lanes_kernel<T, SV, CT, true><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
-  } else {
-    lanes::envsum_forward_lanes_kernel<T, SV, CT, false><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
-  }
-  return cudaGetLastError();
-}
-
-// Benchmark knob FASTDIPOLE_CUDA_LANES_DS=items: the lanes backward sums dS by (pair, sensitivity group)
-// items from shared-memory tiles instead of transposing warp sums (envsum_lanes.cuh, ITEM_DS).
-inline bool backward_item_ds() { return kernel_choice("FASTDIPOLE_CUDA_LANES_DS") == "items"; }
-
-template <typename T, int SV, int CT, bool ITEM_DS>
-cudaError_t launch_backward_lanes_as(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
-                                     double* part_mu, double* part_sigma, cudaStream_t stream) {
-  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
-  int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
-  // fewer warps (each takes more chunks) where the item tiles would not fit
-  while (n_warps > 1 && lanes::backward_shared_bytes<T, SV, ITEM_DS>(n_warps) > kSharedBudget) --n_warps;
-  const size_t shared = lanes::backward_shared_bytes<T, SV, ITEM_DS>(n_warps);
-  if (shared > kSharedBudget) return cudaErrorInvalidValue;
-  lanes::envsum_backward_lanes_kernel<T, SV, CT, ITEM_DS><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
-      a, grad_env, n_chunks, C, grad_z_atomic, grad_r, part_mu, part_sigma);
+  lanes::envsum_forward_lanes_kernel<T, SV, CT><<<unsigned(blocks), threads, 0, stream>>>(a, n_chunks, env);
   return cudaGetLastError();
 }
 
 template <typename T, int SV, int CT>
-cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
-                                  double* part_mu, double* part_sigma, cudaStream_t stream) {
-  if (backward_item_ds()) {
-    return launch_backward_lanes_as<T, SV, CT, true>(a, grad_env, C, grad_z_atomic, grad_r, part_mu, part_sigma,
-                                                     stream);
-  }
-  return launch_backward_lanes_as<T, SV, CT, false>(a, grad_env, C, grad_z_atomic, grad_r, part_mu, part_sigma,
-                                                    stream);
+cudaError_t launch_backward_lanes(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_r, double* part_mu,
+                                  double* part_sigma, cudaStream_t stream) {
+  const int64_t n_chunks = ceil_div(a.n_features, kWarp * CT);
+  const int n_warps = int(std::min<int64_t>(n_chunks, lanes::kMaxBackwardWarps));
+  const size_t shared = lanes::backward_shared_bytes<T, SV>(n_warps);
+  if (shared > kSharedBudget) return cudaErrorInvalidValue;
+  lanes::envsum_backward_lanes_kernel<T, SV, CT><<<unsigned(a.n_atoms), n_warps * kWarp, shared, stream>>>(
+      a, grad_env, n_chunks, C, grad_r, part_mu, part_sigma);
+  return cudaGetLastError();
 }
 
-// The lanes backward for any SV / CT; instantiated for float32 only (use_lanes_backward is false for float64).
+// The lanes backward with the plan's widths; instantiated for float32 only (plan_envsum refuses it in float64).
 template <typename T>
-cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const T* grad_env, T* C, T* grad_z_atomic, T* grad_r,
-                                      double* part_mu, double* part_sigma, cudaStream_t stream) {
+cudaError_t launch_backward_lanes_any(const EnvsumArgs<T>& a, const EnvsumPlan& plan, const T* grad_env, T* C,
+                                      T* grad_r, double* part_mu, double* part_sigma, cudaStream_t stream) {
   if constexpr (sizeof(T) == 4) {
     auto launch = [&](auto sv, auto ct) {
-      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_z_atomic,
-                                                                                 grad_r, part_mu, part_sigma, stream);
+      return launch_backward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, grad_env, C, grad_r, part_mu,
+                                                                                 part_sigma, stream);
     };
-    return dispatch_lanes<4>(a, launch, backward_max_columns());
+    return with_lanes_widths<2, T>(plan.lanes_slots, plan.backward_columns, launch);
   } else {
     return cudaErrorInvalidValue;
   }
@@ -707,70 +504,15 @@ cudaError_t launch_featsum_lanes(const EnvsumArgs<T>& a, const int64_t* second_o
   return cudaGetLastError();
 }
 
-// Opt-in backward FASTDIPOLE_CUDA_ENVSUM_BACKWARD=segments (envsum_segments.cuh): float32, n_sens <= 32
-// (elsewhere the choice falls back to the default kernels).
-template <typename T>
-bool use_segments_backward(const EnvsumArgs<T>& a) {
-  return sizeof(T) == 4 && a.n_sens <= kLanesMaxSensitivities &&
-         kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD") == "segments";
-}
-
-// Finds the segments (crossing counts D, n_atoms + 1 int64, then its scan) and runs the segment kernel.
-template <typename T>
-cudaError_t launch_backward_segments(const EnvsumArgs<T>& a, const T* grad_env, int64_t* D, int64_t* scan_scratch,
-                                     T* grad_z, T* grad_r, double* part_mu, double* part_sigma,
-                                     cudaStream_t stream) {
-  const int64_t N = a.n_atoms, P = a.n_pairs;
-  cudaError_t err = cudaMemsetAsync(D, 0, sizeof(int64_t) * size_t(N + 1), stream);
-  if (err != cudaSuccess) return err;
-  if (P > 0) {
-    constexpr int kMarkThreads = 256;
-    const int64_t blocks = ceil_div(P, kMarkThreads);
-    if (blocks > detail::kMaxGridX) return cudaErrorInvalidValue;
-    segments::crossing_marks_kernel<<<unsigned(blocks), kMarkThreads, 0, stream>>>(
-        a.pair_first, a.pair_second, P, N, reinterpret_cast<unsigned long long*>(D));
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  }
-  if ((err = detail::exclusive_scan_inplace(D, N + 1, scan_scratch, stream)) != cudaSuccess) return err;
-  // 4 features per load where float32 rows are 16-byte aligned
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  const bool vec4 = sizeof(T) == 4 && a.n_features % 4 == 0 && aligned(grad_env) && aligned(a.z) &&
-                    (grad_z == nullptr || aligned(grad_z));
-  constexpr int threads = segments::kThreads;
-  auto launch = [&](auto sv, auto) -> cudaError_t {
-    if constexpr (sizeof(T) == 4) {  // use_segments_backward: float32 only
-      constexpr int SV = decltype(sv)::value;
-      if (vec4) {
-        segments::envsum_backward_segments_kernel<T, SV, 4><<<unsigned(N), threads, 0, stream>>>(
-            a, grad_env, D, grad_z, grad_r, part_mu, part_sigma);
-      } else {
-        segments::envsum_backward_segments_kernel<T, SV, 1><<<unsigned(N), threads, 0, stream>>>(
-            a, grad_env, D, grad_z, grad_r, part_mu, part_sigma);
-      }
-      return cudaGetLastError();
-    } else {
-      return cudaErrorInvalidValue;
-    }
-  };
-  return dispatch_lanes<1>(a, launch);
-}
-
-// Scratch of the backward: C (the featsum terms; none for the atomic featsum and segment kernels) or, for the
-// segment kernel, the crossing counts and their scan's scratch; then the per-atom partials.
+// Scratch of the backward: C (the featsum terms), then the per-atom partials.
 struct BackwardScratchLayout {
-  size_t C = 0, crossings = 0, scan = 0, part_mu = 0, part_sigma = 0, total = 0;
+  size_t C = 0, part_mu = 0, part_sigma = 0, total = 0;
 };
 
 template <typename T>
 BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
   BackwardScratchLayout l;
-  size_t front = 0;
-  if (use_segments_backward(a)) {
-    l.scan = align8(sizeof(int64_t) * size_t(a.n_atoms + 1));
-    front = l.scan + align8(detail::exclusive_scan_scratch_bytes(a.n_atoms + 1));
-  } else if (!use_atomic_featsum(a)) {
-    front = align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
-  }
+  const size_t front = align8(sizeof(T) * size_t(a.n_pairs) * size_t(a.n_features));
   const size_t part_bytes = sizeof(double) * size_t(a.n_sens) * size_t(a.n_atoms);
   l.part_mu = front;
   l.part_sigma = front + part_bytes;
@@ -782,29 +524,27 @@ BackwardScratchLayout backward_scratch_layout(const EnvsumArgs<T>& a) {
 }  // namespace
 
 template <typename T>
-cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, T* env, cudaStream_t stream) {
+cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& a, const EnvsumPlan& plan, T* env, cudaStream_t stream) {
   if (a.n_atoms == 0 || a.n_sens == 0 || a.n_features == 0) return cudaSuccess;
-  if (a.n_sens > kMaxSensitivities) return cudaErrorInvalidValue;
-  if (use_lanes_forward(a)) {
+  if (!plan_is_for(plan, envsum_shape(a))) return cudaErrorInvalidValue;
+  if (plan.forward == EnvsumForwardKernel::kLanes) {
     auto launch = [&](auto sv, auto ct) {
       return launch_forward_lanes<T, decltype(sv)::value, decltype(ct)::value>(a, env, stream);
     };
-    return dispatch_lanes<4>(a, launch, forward_max_columns());
+    return with_lanes_widths<4, T>(plan.lanes_slots, plan.forward_columns, launch);
   }
-  // Block kernel: register accumulators per thread for VT sensitivities; smaller groups give small-F layers
-  // more threads.
-  const int64_t S = a.n_sens, F = a.n_features;
-  int vt = S > 16 ? 32 : (S > 8 ? 16 : (S > 4 ? 8 : 4));
-  while (vt > 4 && F * ceil_div(S, vt) < 128) vt /= 2;
-  switch (vt) {
+  // Block kernel: register accumulators per thread for plan.block_group sensitivities.
+  switch (plan.block_group) {
     case 32:
       return launch_forward<T, 32>(a, env, stream);
     case 16:
       return launch_forward<T, 16>(a, env, stream);
     case 8:
       return launch_forward<T, 8>(a, env, stream);
-    default:
+    case 4:
       return launch_forward<T, 4>(a, env, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -814,14 +554,9 @@ size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& a) {
 }
 
 template <typename T>
-bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& a) {
-  return !use_atomic_featsum(a) && !use_segments_backward(a);
-}
-
-template <typename T>
-cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, const int64_t* second_order,
-                                     const int64_t* second_offsets, void* scratch, T* grad_z, T* grad_r,
-                                     T* grad_mu, T* grad_sigma, cudaStream_t stream) {
+cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const EnvsumPlan& plan, const T* grad_env,
+                                     const int64_t* second_order, const int64_t* second_offsets, void* scratch,
+                                     T* grad_z, T* grad_r, T* grad_mu, T* grad_sigma, cudaStream_t stream) {
   const int64_t N = a.n_atoms, S = a.n_sens, F = a.n_features, P = a.n_pairs;
   cudaError_t err = cudaSuccess;
   // Null outputs are not wanted: their work is skipped (featsum without grad_z, pass 3 without grad_mu and
@@ -841,7 +576,7 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
       return err;
     return cudaSuccess;
   }
-  if (S > kMaxSensitivities || N > detail::kMaxGridX) return cudaErrorInvalidValue;
+  if (N > detail::kMaxGridX || !plan_is_for(plan, envsum_shape(a))) return cudaErrorInvalidValue;
 
   const BackwardScratchLayout layout = backward_scratch_layout(a);
   auto* base = static_cast<unsigned char*>(scratch);
@@ -849,42 +584,25 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   auto* part_mu = reinterpret_cast<double*>(base + layout.part_mu);
   auto* part_sigma = reinterpret_cast<double*>(base + layout.part_sigma);
 
-  const std::string backward = kernel_choice("FASTDIPOLE_CUDA_ENVSUM_BACKWARD");
-  const bool atomic_featsum = grad_z != nullptr && use_atomic_featsum(a);
-  T* C_or_null = grad_z != nullptr && !atomic_featsum ? C : nullptr;
-  TiledPlan plan;
-  if (use_segments_backward(a)) {  // writes grad_z itself: no C, no featsum pass
-    err = launch_backward_segments<T>(a, grad_env, reinterpret_cast<int64_t*>(base + layout.crossings),
-                                      reinterpret_cast<int64_t*>(base + layout.scan), grad_z, grad_r, part_mu,
-                                      part_sigma, stream);
-    if (err != cudaSuccess) return err;
-    C_or_null = nullptr;
-  } else if (atomic_featsum) {  // the kernel adds into grad_z: start from zeros
-    if ((err = cudaMemsetAsync(grad_z, 0, sizeof(T) * size_t(N * F), stream)) != cudaSuccess) return err;
-    err = launch_backward_lanes_any<T>(a, grad_env, nullptr, grad_z, grad_r, part_mu, part_sigma, stream);
-  } else if (use_lanes_backward(a, backward)) {
-    err = launch_backward_lanes_any<T>(a, grad_env, C_or_null, nullptr, grad_r, part_mu, part_sigma, stream);
-  } else if (backward != "warp" && tiled_plan(a, plan)) {
-    const size_t shared = tiled_shared_bytes<T>(S, plan.tile, plan.fc);
-    envsum_backward_tiled_kernel<T><<<unsigned(N), plan.threads, shared, stream>>>(
-        a, grad_env, plan.tile, plan.fc, C_or_null, grad_r, part_mu, part_sigma);
+  T* C_or_null = grad_z != nullptr ? C : nullptr;  // featsum terms only when grad_z is wanted
+  TiledPlan tiled;
+  if (plan.backward == EnvsumBackwardKernel::kLanes) {
+    err = launch_backward_lanes_any<T>(a, plan, grad_env, C_or_null, grad_r, part_mu, part_sigma, stream);
+  } else if (tiled_plan(a, tiled)) {
+    const size_t shared = tiled_shared_bytes<T>(S, tiled.tile, tiled.fc);
+    envsum_backward_tiled_kernel<T><<<unsigned(N), tiled.threads, shared, stream>>>(
+        a, grad_env, tiled.tile, tiled.fc, C_or_null, grad_r, part_mu, part_sigma);
     err = cudaGetLastError();
   } else {
-    const int threads = backward_threads(a);
-    const int tile = backward_tile(a, threads);
-    if (tile < 1) return cudaErrorInvalidValue;
-    const size_t shared = backward_shared_bytes<T>(S, tile, threads / kWarp);
-    envsum_backward_rows_kernel<T><<<unsigned(N), threads, shared, stream>>>(a, grad_env, tile, C_or_null, grad_r,
-                                                                            part_mu, part_sigma);
-    err = cudaGetLastError();
+    return cudaErrorInvalidValue;  // unreachable for n_sens <= kMaxSensitivities (static_assert above)
   }
   if (err != cudaSuccess) return err;
 
-  if (grad_z != nullptr && C_or_null != nullptr) {
-    // featsum: one warp per (sender, 32 or 64 features)
+  if (grad_z != nullptr) {
+    // featsum: one warp per (sender, 32 x plan.featsum_columns features; 2 columns in float32 only)
     if constexpr (sizeof(T) == 4) {
-      err = F > kWarp ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)
-                      : launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
+      err = plan.featsum_columns == 2 ? launch_featsum_lanes<T, 2>(a, second_order, second_offsets, C, grad_z, stream)
+                                      : launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
     } else {
       err = launch_featsum_lanes<T, 1>(a, second_order, second_offsets, C, grad_z, stream);
     }
@@ -897,17 +615,17 @@ cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& a, const T* grad_env, 
   return cudaGetLastError();
 }
 
-template cudaError_t gaussian_envsum_forward<float>(const EnvsumArgs<float>&, float*, cudaStream_t);
-template cudaError_t gaussian_envsum_forward<double>(const EnvsumArgs<double>&, double*, cudaStream_t);
+template cudaError_t gaussian_envsum_forward<float>(const EnvsumArgs<float>&, const EnvsumPlan&, float*,
+                                                    cudaStream_t);
+template cudaError_t gaussian_envsum_forward<double>(const EnvsumArgs<double>&, const EnvsumPlan&, double*,
+                                                     cudaStream_t);
 template size_t gaussian_envsum_backward_scratch_bytes<float>(const EnvsumArgs<float>&);
 template size_t gaussian_envsum_backward_scratch_bytes<double>(const EnvsumArgs<double>&);
-template bool gaussian_envsum_backward_reads_sender_groups<float>(const EnvsumArgs<float>&);
-template bool gaussian_envsum_backward_reads_sender_groups<double>(const EnvsumArgs<double>&);
-template cudaError_t gaussian_envsum_backward<float>(const EnvsumArgs<float>&, const float*, const int64_t*,
-                                                     const int64_t*, void*, float*, float*, float*, float*,
-                                                     cudaStream_t);
-template cudaError_t gaussian_envsum_backward<double>(const EnvsumArgs<double>&, const double*, const int64_t*,
-                                                      const int64_t*, void*, double*, double*, double*, double*,
-                                                      cudaStream_t);
+template cudaError_t gaussian_envsum_backward<float>(const EnvsumArgs<float>&, const EnvsumPlan&, const float*,
+                                                     const int64_t*, const int64_t*, void*, float*, float*, float*,
+                                                     float*, cudaStream_t);
+template cudaError_t gaussian_envsum_backward<double>(const EnvsumArgs<double>&, const EnvsumPlan&, const double*,
+                                                      const int64_t*, const int64_t*, void*, double*, double*,
+                                                      double*, double*, cudaStream_t);
 
 }  // namespace fastdipole::cuda

@@ -1,5 +1,5 @@
-// Feature-lane envsum kernels (the default for n_sens <= 32 and n_features >= 16; envsum.cu picks them),
-// included by envsum.cu inside its anonymous namespace. One warp per (receiving atom i, chunk of 32 * CT
+// Feature-lane envsum kernels (the default for n_sens <= 32 and n_features >= 16, as csrc/cuda/kernel_plan.h
+// plans; envsum.cu launches them). One warp per (receiving atom i, chunk of 32 * CT
 // features): lane l owns the features f = f0 + l + 32 c (c < CT) and every sensitivity v < S <= SV, so the
 // forward's accumulators and the backward's grad_env values live in registers for the whole row, and each
 // sender's feature row is read once per pair with coalesced 128-byte loads. The pairs of a row come in tiles
@@ -12,7 +12,18 @@
 // (fixed) tree than the CPU's left-to-right loop.
 #pragma once
 
-namespace lanes {
+#include <cstddef>
+#include <cstdint>
+
+#include "common/hipnn_math.h"
+#include "cuda/device_utils.cuh"
+#include "cuda/envsum_pairs.cuh"
+#include "cuda/launchers.h"
+
+namespace fastdipole::cuda::lanes {
+
+using detail::kWarp;
+using detail::read_pair;
 
 constexpr int kForwardWarps = 4;  // warps per block of the forward (independent tasks)
 constexpr int kMaxBackwardWarps = 4;  // feature chunks of one atom that run side by side in a backward block
@@ -68,9 +79,7 @@ __device__ __forceinline__ void stage_sensitivities(int S, int nk, int thread, i
 // ---------------------------------------------------------------------------------------------------------
 // Forward: env[i, v, f] = sum over the row's pairs k (in order) of s[k][v] z[j_k, f], dropped terms skipped.
 // Block: kForwardWarps independent warps; warp task = i * n_chunks + chunk. The sender feature rows of
-// kPairBatch pairs are loaded per lane before their terms are added; PIPELINED (benchmark knob
-// FASTDIPOLE_CUDA_LANES_PIPELINE=1) loads the next batch's rows before adding the current batch's terms, so
-// one load latency per tile is exposed instead of one per batch, for kPairBatch * CT more registers.
+// kPairBatch pairs are loaded per lane before their terms are added.
 // ---------------------------------------------------------------------------------------------------------
 template <typename T, int CT>
 __device__ __forceinline__ void load_sender_rows(const EnvsumArgs<T>& a, const int64_t* tile_j, int k0, int64_t f0,
@@ -129,15 +138,9 @@ __device__ __forceinline__ void add_batch_terms(const T (&s)[kWarp][SV], const i
   }
 }
 
-// Minimum blocks per SM: 1 lets ptxas use every register it wants; the pipelined kernel asks for 3 (at most
-// 168 registers), 2 (at most 256) from 96 accumulators per lane up, where 3 spills on sm_80.
-template <int SV, int CT, bool PIPELINED>
-constexpr int forward_min_blocks() {
-  return PIPELINED ? (SV * CT >= 96 ? 2 : 3) : 1;
-}
-
-template <typename T, int SV, int CT, bool PIPELINED>
-__global__ void __launch_bounds__(kForwardWarps * kWarp, (forward_min_blocks<SV, CT, PIPELINED>()))
+// At least 1 block per SM: ptxas may use every register it wants (up to 255 per thread, no spills).
+template <typename T, int SV, int CT>
+__global__ void __launch_bounds__(kForwardWarps * kWarp, 1)
     envsum_forward_lanes_kernel(const EnvsumArgs<T> a, int64_t n_chunks, T* __restrict__ env) {
   __shared__ PairTile<T, SV> tiles[kForwardWarps];
   const int warp = int(threadIdx.x) / kWarp, lane = int(threadIdx.x) % kWarp;
@@ -165,22 +168,10 @@ __global__ void __launch_bounds__(kForwardWarps * kWarp, (forward_min_blocks<SV,
     __syncwarp();
     // Batches start at multiples of kPairBatch below nk <= 32, so their rows stay inside the tile, and rows
     // past nk have j = -1: no tail loop needed.
-    if constexpr (PIPELINED) {
-      T za[kPairBatch][CT], zb[kPairBatch][CT];
-      load_sender_rows(a, t.j, 0, f0, za);
-      for (int k0 = 0; k0 < nk; k0 += 2 * kPairBatch) {
-        const bool second = k0 + kPairBatch < nk;
-        if (second) load_sender_rows(a, t.j, k0 + kPairBatch, f0, zb);
-        add_batch_terms(t.s, t.j, k0, lane, za, acc);
-        if (k0 + 2 * kPairBatch < nk) load_sender_rows(a, t.j, k0 + 2 * kPairBatch, f0, za);
-        if (second) add_batch_terms(t.s, t.j, k0 + kPairBatch, lane, zb, acc);
-      }
-    } else {
-      for (int k0 = 0; k0 < nk; k0 += kPairBatch) {
-        T zv[kPairBatch][CT];
-        load_sender_rows(a, t.j, k0, f0, zv);
-        add_batch_terms(t.s, t.j, k0, lane, zv, acc);
-      }
+    for (int k0 = 0; k0 < nk; k0 += kPairBatch) {
+      T zv[kPairBatch][CT];
+      load_sender_rows(a, t.j, k0, f0, zv);
+      add_batch_terms(t.s, t.j, k0, lane, zv, acc);
     }
   }
 #pragma unroll
@@ -237,108 +228,29 @@ struct PaddedValues {  // values of the transposing warp sum: SV rounded up to 8
   static constexpr int value = SV <= 8 ? 8 : (SV <= 16 ? 16 : 32);
 };
 
-// Per-warp tiles of the item dS (ITEM_DS): g_t[32][SV] (one 32-feature column of grad_env, transposed),
-// z_t[32][33] (that column of the tile's sender rows; the pad makes a column read conflict-free) and the
-// tile's active (pair, group) items, one byte each (pair * 8 + group).
-template <typename T, int SV>
-struct ItemTiles {
-  static constexpr int kZStride = kWarp + 1;
-  static constexpr size_t g_bytes = sizeof(T) * kWarp * SV;  // SV % 4 == 0: rows stay 16-byte aligned
-  static constexpr size_t z_bytes = sizeof(T) * kWarp * kZStride;
-  static constexpr size_t item_bytes = size_t(kWarp) * (SV / 4);
-  static constexpr size_t bytes = (g_bytes + z_bytes + item_bytes + 15) / 16 * 16;
-};
-
 // Shared memory of the backward: PairTile | red[W][32][SV] (each warp's dS partials of the tile) |
-// ds_dr, ds_dmu, ds_dsigma [32][SV]  (T) | with ITEM_DS, W ItemTiles
-template <typename T, int SV, bool ITEM_DS>
+// ds_dr, ds_dmu, ds_dsigma [32][SV]  (T)
+template <typename T, int SV>
 size_t backward_shared_bytes(int n_warps) {
-  return sizeof(PairTile<T, SV>) + sizeof(T) * size_t(n_warps + 3) * kWarp * SV +
-         (ITEM_DS ? size_t(n_warps) * ItemTiles<T, SV>::bytes : 0);
-}
-
-// 4 consecutive float32 values from / to shared memory at a 16-byte aligned address (one 128-bit access;
-// the lanes backward, and so ITEM_DS, runs in float32 only).
-__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
-  const float4 q = *reinterpret_cast<const float4*>(p);
-  v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-}
-__device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
-  *reinterpret_cast<float4*>(p) = float4{a, b, c, d};
-}
-
-// The tile's active (pair k, group g) items of one warp, in pair order, groups ascending: lane k counts its
-// pair's active groups, a warp scan places them. Returns how many (at most 32 * SV / 4).
-template <typename T, int SV>
-__device__ __forceinline__ int build_items(const PairTile<T, SV>& t, int nk, int lane, unsigned char* items) {
-  unsigned mask = 0;
-  if (lane < nk && t.j[lane] >= 0) {
-#pragma unroll
-    for (int g = 0; g < SV / 4; ++g) {
-      if (any_active4(t.s[lane] + 4 * g)) mask |= 1u << g;
-    }
-  }
-  const int count = __popc(mask);
-  int inclusive = count;
-#pragma unroll
-  for (int offset = 1; offset < kWarp; offset *= 2) {
-    const int below = __shfl_up_sync(detail::kFullMask, inclusive, offset);
-    if (lane >= offset) inclusive += below;
-  }
-  int pos = inclusive - count;
-  for (int g = 0; g < SV / 4; ++g) {
-    if ((mask >> g) & 1u) items[pos++] = static_cast<unsigned char>(lane * 8 + g);
-  }
-  __syncwarp();
-  return __shfl_sync(detail::kFullMask, inclusive, kWarp - 1);
-}
-
-// acc[r][m] += sum over the 32 features f of the staged column: z_t[k][f] * g_t[f][4 grp + m], for this
-// lane's items r * 32 + lane (features in order).
-template <typename T, int SV>
-__device__ __forceinline__ void add_item_partials(const T* g_t, const T* z_t, const unsigned char* items,
-                                                  int n_items, int lane, T (&acc)[SV / 4][4]) {
-#pragma unroll
-  for (int r = 0; r < SV / 4; ++r) {
-    if (r * kWarp >= n_items) break;  // uniform
-    const int item = r * kWarp + lane;
-    if (item < n_items) {
-      const int code = items[item];
-      const T* zk = z_t + (code >> 3) * ItemTiles<T, SV>::kZStride;
-      const T* gg = g_t + 4 * (code & 7);
-#pragma unroll 4
-      for (int f = 0; f < kWarp; ++f) {
-        const T zf = zk[f];
-        T g4[4];
-        load4(gg + f * SV, g4);  // rows of SV (a multiple of 4) values: 16-byte aligned
-#pragma unroll
-        for (int m = 0; m < 4; ++m) acc[r][m] += zf * g4[m];
-      }
-    }
-  }
+  return sizeof(PairTile<T, SV>) + sizeof(T) * size_t(n_warps + 3) * kWarp * SV;
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Backward pass 1: block per receiving atom i with W warps; warp w takes feature chunks w, w + W, ... and
 // holds grad_env[i, :, chunk] in registers. Per tile of 32 pairs (pairs staged by warp 0, sensitivities by
 // the block), for each pair k:
-//   C[p, f]   = sum_v s[k][v] dE[v, f]            (lane's features; v in order, dropped terms skipped),
-//               stored to C, or with grad_z_atomic added to grad_z_atomic[j_k, f] by float atomics
+//   C[p, f]   = sum_v s[k][v] dE[v, f]            (lane's features; v in order, dropped terms skipped;
+//                                                  C is null when grad_z is not wanted)
 //   dS[k, v] += sum_f dE[v, f] z[j_k, f]          (lane's features, then a transposing warp sum; chunks of
 //                                                  a warp in order, then warps in order)
 // then, per tile: dS and the derivatives of s once per active (pair, v) term, spread over the block, and from
 // them grad_r[p] = sum_v dS ds/dr (one thread per pair, v in order) and this atom's grad_mu / grad_sigma
 // partials (one thread per v, pairs in order, double), as finish_tile computes them.
-// ITEM_DS (opt-in, FASTDIPOLE_CUDA_LANES_DS=items): dS without the transposing warp sums. Per 32-feature
-// column the warp stages that column of grad_env (transposed) and of the tile's sender rows in shared memory,
-// then each lane takes active (pair, group of 4 sensitivities) items and sums their 4 x 32 products from
-// there (features in order, columns in order, the warp's chunks in order; the inactive groups, about half,
-// cost nothing).
 // ---------------------------------------------------------------------------------------------------------
-template <typename T, int SV, int CT, bool ITEM_DS>
+template <typename T, int SV, int CT>
 __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
     envsum_backward_lanes_kernel(const EnvsumArgs<T> a, const T* __restrict__ dE, int64_t n_chunks,
-                                 T* __restrict__ C, T* __restrict__ grad_z_atomic, T* __restrict__ grad_r,
+                                 T* __restrict__ C, T* __restrict__ grad_r,
                                  double* __restrict__ part_mu, double* __restrict__ part_sigma) {
   constexpr int P = PaddedValues<SV>::value;
   constexpr int kShift = 5 - Log2<P>::value;  // lane l holds value l >> kShift after the warp sum
@@ -351,12 +263,6 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
   T* ds_dsigma_sh = ds_dmu_sh + kWarp * SV;
 
   const int warp = int(threadIdx.x) / kWarp, lane = int(threadIdx.x) % kWarp;
-  // ITEM_DS tiles of this warp (unused otherwise)
-  unsigned char* item_base = reinterpret_cast<unsigned char*>(ds_dsigma_sh + kWarp * SV) +
-                             size_t(warp) * ItemTiles<T, SV>::bytes;
-  T* g_t = reinterpret_cast<T*>(item_base);
-  T* z_t = reinterpret_cast<T*>(item_base + ItemTiles<T, SV>::g_bytes);
-  unsigned char* items = item_base + ItemTiles<T, SV>::g_bytes + ItemTiles<T, SV>::z_bytes;
   const int S = int(a.n_sens);
   const int64_t F = a.n_features, N = a.n_atoms;
   const int64_t i = blockIdx.x;
@@ -390,13 +296,12 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
     stage_sensitivities(S, nk, int(threadIdx.x), int(blockDim.x), t);
     __syncthreads();
 
-    // featsum terms of pair k for the warp's current chunk: to C, or (atomic mode) straight into grad_z; a
-    // pair without sensitivities adds 0. v outer, columns inner: each s != 0 test is used CT times in a row
+    // featsum terms of pair k for the warp's current chunk, to C (a pair without sensitivities gets 0).
+    // v outer, columns inner: each s != 0 test is used CT times in a row
     // (with the columns outer, ptxas kept the S predicates alive across columns and re-derived / spilled
     // them, ~100 extra instructions per pair); same sums, v in order per column.
     auto add_featsum_terms = [&](int k, const T* sk, unsigned groups, int64_t f0) {
-      const bool atomic_terms = grad_z_atomic != nullptr && t.cut[k] != T(-1);
-      if (C == nullptr && !atomic_terms) return;
+      if (C == nullptr) return;
       T cv[CT];
 #pragma unroll
       for (int c = 0; c < CT; ++c) cv[c] = T(0);
@@ -415,103 +320,52 @@ __global__ void __launch_bounds__(kMaxBackwardWarps * kWarp, 1)
 #pragma unroll
       for (int c = 0; c < CT; ++c) {
         const int64_t f = f0 + kWarp * c;
-        if (f < F) {
-          if (C != nullptr) {
-            C[(p0 + k) * F + f] = cv[c];
-          } else {
-            atomicAdd(grad_z_atomic + t.j[k] * F + f, cv[c]);
-          }
-        }
+        if (f < F) C[(p0 + k) * F + f] = cv[c];
       }
     };
 
-    if constexpr (ITEM_DS) {
-      const int n_items = build_items(t, nk, lane, items);
-      T acc[SV / 4][4];
-#pragma unroll
-      for (int r = 0; r < SV / 4; ++r) {
-#pragma unroll
-        for (int m = 0; m < 4; ++m) acc[r][m] = T(0);
-      }
-      for (int64_t chunk = warp; chunk < n_chunks; chunk += n_warps) {
-        if (held != chunk) FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk);
-        const int64_t f0 = chunk * (kWarp * CT) + lane;
-        if (C != nullptr || grad_z_atomic != nullptr) {  // featsum terms: only when grad_z is wanted
-          for (int k = 0; k < nk; ++k) {
-            if (t.j[k] < 0) continue;  // uniform over the warp
-            add_featsum_terms(k, t.s[k], active_groups<T, SV>(t.s[k], lane), f0);
-          }
-        }
+    for (int64_t chunk = warp; chunk < n_chunks; chunk += n_warps) {
+      if (held != chunk) FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk);
+      const int64_t f0 = chunk * (kWarp * CT) + lane;
+      const bool first_chunk = chunk == warp;
+      // sender features of pair k (zero for an invalid pair), one pair ahead
+      auto load_z = [&](int k, T (&zv)[CT]) {
+        const int64_t j = t.j[k];
 #pragma unroll
         for (int c = 0; c < CT; ++c) {
           const int64_t f = f0 + kWarp * c;
-          __syncwarp();  // the previous column's tiles are consumed
-#pragma unroll
-          for (int u = 0; u < SV; u += 4) store4(g_t + lane * SV + u, g[u][c], g[u + 1][c], g[u + 2][c], g[u + 3][c]);
-          for (int k = 0; k < nk; ++k) {  // independent loads: all in flight at once
-            const int64_t j = t.j[k];
-            z_t[k * ItemTiles<T, SV>::kZStride + lane] = (j >= 0 && f < F) ? a.z[j * F + f] : T(0);
-          }
-          __syncwarp();
-          add_item_partials<T, SV>(g_t, z_t, items, n_items, lane, acc);
+          zv[c] = (j >= 0 && f < F) ? a.z[j * F + f] : T(0);
         }
-      }
-      if (warp < n_chunks) {  // this warp's dS partials of the active terms (the rest is never read)
+      };
+      T z_next[CT];
+      load_z(0, z_next);
+      for (int k = 0; k < nk; ++k) {
+        T zv[CT];
 #pragma unroll
-        for (int r = 0; r < SV / 4; ++r) {
-          const int item = r * kWarp + lane;
-          if (item < n_items) {
-            const int code = items[item];
-            T* slot = red_w + (code >> 3) * SV + 4 * (code & 7);
+        for (int c = 0; c < CT; ++c) zv[c] = z_next[c];
+        if (k + 1 < nk) load_z(k + 1, z_next);
+        if (t.j[k] < 0) continue;  // uniform over the warp
+        const T* sk = t.s[k];
+        const unsigned groups = active_groups<T, SV>(sk, lane);  // uniform: inactive groups are skipped
+        add_featsum_terms(k, sk, groups, f0);
+        // this lane's dS partials; 0 for the slots past SV and for inactive groups (which nothing reads)
+        T d[P];
 #pragma unroll
-            for (int m = 0; m < 4; ++m) slot[m] = acc[r][m];
+        for (int u = 0; u < P; ++u) d[u] = T(0);
+#pragma unroll
+        for (int u0 = 0; u0 < SV; u0 += 4) {
+          if (!group_active(groups, u0)) continue;
+#pragma unroll
+          for (int u = u0; u < u0 + 4; ++u) {
+#pragma unroll
+            for (int c = 0; c < CT; ++c) d[u] += g[u][c] * zv[c];
           }
         }
-      }
-    } else {
-      for (int64_t chunk = warp; chunk < n_chunks; chunk += n_warps) {
-        if (held != chunk) FASTDIPOLE_LANES_LOAD_GRAD_ENV(chunk);
-        const int64_t f0 = chunk * (kWarp * CT) + lane;
-        const bool first_chunk = chunk == warp;
-        // sender features of pair k (zero for an invalid pair), one pair ahead
-        auto load_z = [&](int k, T (&zv)[CT]) {
-          const int64_t j = t.j[k];
-#pragma unroll
-          for (int c = 0; c < CT; ++c) {
-            const int64_t f = f0 + kWarp * c;
-            zv[c] = (j >= 0 && f < F) ? a.z[j * F + f] : T(0);
-          }
-        };
-        T z_next[CT];
-        load_z(0, z_next);
-        for (int k = 0; k < nk; ++k) {
-          T zv[CT];
-#pragma unroll
-          for (int c = 0; c < CT; ++c) zv[c] = z_next[c];
-          if (k + 1 < nk) load_z(k + 1, z_next);
-          if (t.j[k] < 0) continue;  // uniform over the warp
-          const T* sk = t.s[k];
-          const unsigned groups = active_groups<T, SV>(sk, lane);  // uniform: inactive groups are skipped
-          add_featsum_terms(k, sk, groups, f0);
-          // this lane's dS partials; 0 for the slots past SV and for inactive groups (which nothing reads)
-          T d[P];
-#pragma unroll
-          for (int u = 0; u < P; ++u) d[u] = T(0);
-#pragma unroll
-          for (int u0 = 0; u0 < SV; u0 += 4) {
-            if (!group_active(groups, u0)) continue;
-#pragma unroll
-            for (int u = u0; u < u0 + 4; ++u) {
-#pragma unroll
-              for (int c = 0; c < CT; ++c) d[u] += g[u][c] * zv[c];
-            }
-          }
-          const T total = warp_transpose_sum<T, P>(d, lane);
-          const int v = lane >> kShift;
-          if ((lane & ((1 << kShift) - 1)) == 0 && v < S) {
-            T* slot = red_w + k * SV + v;
-            *slot = first_chunk ? total : *slot + total;
-          }
+        const T total = warp_transpose_sum<T, P>(d, lane);
+        const int v = lane >> kShift;
+        if ((lane & ((1 << kShift) - 1)) == 0 && v < S) {
+          T* slot = red_w + k * SV + v;
+          *slot = first_chunk ? total : *slot + total;
         }
       }
     }
@@ -623,4 +477,4 @@ __global__ void __launch_bounds__(kForwardWarps * kWarp)
   }
 }
 
-}  // namespace lanes
+}  // namespace fastdipole::cuda::lanes

@@ -1,7 +1,8 @@
 // Torch-free host API of the fastdipole CUDA kernels (implemented in csrc/cuda/*.cu).
 //
 // Only plain pointers, sizes and a cudaStream_t cross this boundary, so the kernels compile in seconds with
-// nvcc and no torch headers (notes/build.md, gotcha 8); csrc/register_cuda.cpp is the one torch-facing file.
+// nvcc and without torch headers; csrc/register_cuda.cpp is the one torch-facing file. Which kernel runs
+// comes from csrc/cuda/kernel_plan.h: the caller makes the plan and passes it.
 // Every function returns the first CUDA error it met (cudaSuccess otherwise) and launches nothing for
 // empty inputs. All device pointers live on the current device; all work is queued on `stream`.
 //
@@ -22,6 +23,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/cell_grid.h"
+#include "cuda/kernel_plan.h"
 
 namespace fastdipole::cuda {
 
@@ -42,15 +44,14 @@ class ScratchAllocator {
 //   NeighborPairsLauncher<T> nl(R, n_atoms, offsets_dev, offsets_host, n_mol, cutoff, min_atoms, scratch, s);
 //   int64_t n_pairs; err = nl.count(row_offsets, &n_pairs);   // row_offsets: n_atoms + 1, device
 //   err = nl.fill(pair_first, pair_second);                    // n_pairs each, device
-// Molecules with fewer than `cell_list_min_atoms` atoms are brute force, one warp per receiving atom
+// Molecules with fewer than `cell_list_min_atoms` atoms (kDefaultCellListMinAtoms unless the caller says
+// otherwise) are brute force, one warp per receiving atom
 // (ballot + popcount give each pair's slot in ascending j directly). Larger ones use a cell list: atoms
 // binned into cells >= cutoff wide, one warp per receiving atom over the 27 neighbouring cells, each row
 // then sorted by rank (its j are distinct). count() synchronises the stream twice at most: once to read
 // the bounding boxes of the large molecules (only if there are any), once to read the number of pairs.
 // offsets must have been validated by the caller (non-decreasing, offsets[0] = 0, offsets[n_mol] = n_atoms).
 // ---------------------------------------------------------------------------------------------------------
-constexpr int64_t kDefaultCellListMinAtoms = 2048;
-
 template <typename T>
 class NeighborPairsLauncher {
  public:
@@ -112,16 +113,21 @@ struct EnvsumArgs {
   double cutoff = 0.0;                   // Angstrom
 };
 
-// Largest n_sens the envsum kernels accept (their per-block shared memory holds a tile of pairs x n_sens).
-constexpr int64_t kMaxSensitivities = 256;
+// The problem as plan_envsum (kernel_plan.h) sees it: every envsum launcher runs the plan made for it.
+template <typename T>
+EnvsumShape envsum_shape(const EnvsumArgs<T>& args) {
+  return EnvsumShape{int(sizeof(T)), args.n_sens, args.n_features};
+}
 
 // env: (n_atoms, n_sens, n_features), fully written; each neighbour feature row is read once per pair.
-// Default for n_sens <= 32 and n_features >= 16 (envsum_lanes.cuh): one warp per (receiving atom, chunk of
-// 32 or 64 features), every lane's accumulators for all sensitivities in registers, the sensitivities of
-// a tile of 32 pairs staged in shared memory by the warp. Otherwise (or FASTDIPOLE_CUDA_ENVSUM_FORWARD=block):
-// one block per receiving atom, one thread per (feature, group of sensitivities).
+// plan.forward (plan_envsum(envsum_shape(args), ...)): lanes (envsum_lanes.cuh, the default for n_sens <= 32
+// and n_features >= 16): one warp per (receiving atom, chunk of 32 x plan.forward_columns features), every
+// lane's accumulators for all sensitivities in registers, the sensitivities of a tile of 32 pairs staged in
+// shared memory by the warp; or block: one block per receiving atom, one thread per (feature, group of
+// plan.block_group sensitivities). cudaErrorInvalidValue for a plan with an error or one made for another
+// problem.
 template <typename T>
-cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& args, T* env, cudaStream_t stream);
+cudaError_t gaussian_envsum_forward(const EnvsumArgs<T>& args, const EnvsumPlan& plan, T* env, cudaStream_t stream);
 
 // Pairs grouped by sending atom, the grouping gaussian_envsum_backward takes: order (n_pairs,) lists the pair
 // indices by ascending pair_second, ascending index inside a group (a stable sort); offsets (n_atoms + 1,)
@@ -136,14 +142,6 @@ cudaError_t group_pairs_by_sender(const int64_t* pair_second, int64_t n_pairs, i
 template <typename T>
 size_t gaussian_envsum_backward_scratch_bytes(const EnvsumArgs<T>& args);
 
-// Whether gaussian_envsum_backward reads second_order / second_offsets for these args: false in the opt-in
-// atomic featsum mode (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic with the lanes backward), where the featsum
-// terms go straight into grad_z with float atomics (no C scratch, no grouping, no bitwise reproducibility),
-// and for the segment kernel (FASTDIPOLE_CUDA_ENVSUM_BACKWARD=segments, float32, n_sens <= 32: one block per
-// run of atoms that no pair leaves, which sums each sender's terms itself; deterministic).
-template <typename T>
-bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& args);
-
 // Backward. second_order (n_pairs,) lists pair indices grouped by pair_second in ascending j, pairs in
 // ascending index within a group (a stable sort of pair_second); second_offsets (n_atoms + 1,) delimits the
 // groups (group_pairs_by_sender makes them). Outputs are fully written: grad_z (n_atoms, n_features),
@@ -151,20 +149,18 @@ bool gaussian_envsum_backward_reads_sender_groups(const EnvsumArgs<T>& args);
 // consumers of grad_env: for each pair it forms the featsum terms C[p,f] = sum_v grad_env[i,v,f] s_v(p) (to
 // scratch) and the sensesum dS[p,v] = sum_f grad_env[i,v,f] z[j,f] (fixed-tree reductions), which give
 // grad_r and the atom's grad_mu/grad_sigma partials (double). Atom i's grad_env rows come from DRAM once.
-// Pass 1 is the lanes kernel (one warp per chunk of 32 or 64 features holding grad_env in registers,
-// transposing warp sums) for float32 with n_sens <= 32 and n_features >= 16, else the tiled kernel (shared-
-// memory tiles); FASTDIPOLE_CUDA_ENVSUM_BACKWARD = lanes | tiled | warp forces one (segments: see
-// gaussian_envsum_backward_reads_sender_groups; it replaces passes 1 and 2). Pass 2 sums C over each
+// Pass 1 is plan.backward: the lanes kernel (one warp per chunk of 32 or 64 features holding grad_env in
+// registers, transposing warp sums; the default for float32 with n_sens <= 32 and n_features >= 16) or the
+// tiled kernel (shared-memory tiles). Pass 2 sums C over each
 // sending atom's group in order (grad_z, one warp per sender and feature chunk); pass 3 sums the partials
-// over atoms in a fixed tree. No float atomics: the result is bitwise reproducible (unless the atomic
-// featsum mode is asked for; see gaussian_envsum_backward_reads_sender_groups).
+// over atoms in a fixed tree. No float atomics: the result is bitwise reproducible.
 // Any output may be null to skip it: no grad_z skips the C terms and pass 2 (second_order and
 // second_offsets are then not read and may be null), no grad_r skips its sums, neither grad_mu nor
 // grad_sigma skips pass 3.
 template <typename T>
-cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& args, const T* grad_env, const int64_t* second_order,
-                                     const int64_t* second_offsets, void* scratch, T* grad_z, T* grad_r,
-                                     T* grad_mu, T* grad_sigma, cudaStream_t stream);
+cudaError_t gaussian_envsum_backward(const EnvsumArgs<T>& args, const EnvsumPlan& plan, const T* grad_env,
+                                     const int64_t* second_order, const int64_t* second_offsets, void* scratch,
+                                     T* grad_z, T* grad_r, T* grad_mu, T* grad_sigma, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------------------
 // Dipoles: mu[m] = sum_{i in m} q_i R_i (e*Angstrom), one warp per molecule, fixed shuffle-tree reduction.

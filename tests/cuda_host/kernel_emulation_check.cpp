@@ -1,13 +1,17 @@
 // Runs the CUDA kernels of csrc/cuda on the CPU emulator (tests/cuda_host/emu) and compares every op with
 // the CPU kernels of csrc/cpu. Built and run by tests/test_cuda_compile.py; no GPU needed.
 //
-//   kernel_emulation_check [molecules.bin]
+//   kernel_emulation_check [molecules.bin] [--kernels CHOICE,CHOICE,...]
 // molecules.bin: int64 n_atoms, int64 n_molecules, float64 R[n_atoms][3] (Angstrom), int64 offsets[n_mol + 1]
 // (the pytest wrapper writes real QM9 molecules plus a dense cluster of them); without it, random molecules.
+// --kernels: the envsum kernel choices to run (csrc/cuda/kernel_plan.h syntax; default "auto"; the pytest
+// wrapper passes fastdipole.ops.kernels.ENVSUM_KERNELS). A choice that cannot run a shape must be refused by
+// the plan, and a refused plan by the launchers.
 //
 // Checks, float32 and float64:
 //   neighbor pairs: identical to the CPU builder, through the brute-force path, the cell-list path and a mix;
-//   gaussian envsum forward and backward: close to the CPU kernels for several (n_sens, n_features);
+//   gaussian envsum forward and backward: close to the CPU kernels for several (n_sens, n_features), with
+//   each kernel choice;
 //   segmented dipole forward and backward: close to the CPU kernels;
 //   malformed indices: the kernels run without touching memory outside the inputs (with -fsanitize=address).
 // Prints "ok ..." and exits 0, or the failures and exits 1.
@@ -34,6 +38,9 @@ namespace fp = fastdipole::cpu;
 namespace {
 
 int failures = 0;
+// How many envsum checks ran each kernel: [forward lanes, forward block, backward lanes, backward tiled].
+int64_t kernel_runs[4] = {0, 0, 0, 0};
+int64_t refused_choices = 0;
 
 void fail(const std::string& what) {
   if (failures < 30) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
@@ -169,10 +176,16 @@ bool close(const std::vector<T>& got, const std::vector<T>& want, double tol, co
 }
 
 template <typename T>
-void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
+void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype, const std::string& kernel) {
   const double cutoff = 6.5;
   const double tol = sizeof(T) == 4 ? 2e-5 : 1e-11;
-  const std::string label = std::string("envsum ") + dtype + " S=" + std::to_string(S) + " F=" + std::to_string(F);
+  const std::string label = std::string("envsum ") + dtype + " S=" + std::to_string(S) + " F=" + std::to_string(F) +
+                            " kernel=" + kernel;
+  fc::EnvsumKernelChoice choice;
+  if (!fc::parse_envsum_kernel(kernel, &choice)) {
+    fail(label + ": not a kernel choice");
+    return;
+  }
   const std::vector<T> R = cast<T>(m.R);
   const Pairs pairs = cpu_pairs(R, m, cutoff);
   const int64_t N = m.n_atoms(), P = int64_t(pairs.first.size());
@@ -224,9 +237,26 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
   a.n_sens = S;
   a.cutoff = cutoff;
 
+  const fc::EnvsumPlan plan = fc::plan_envsum(fc::envsum_shape(a), choice);
   std::vector<T> env_want(static_cast<size_t>(N * S * F)), env_got(static_cast<size_t>(N * S * F), T(-777));
+  if (!plan.ok()) {  // the choice cannot run this shape: the launchers must refuse the plan, launching nothing
+    ++refused_choices;
+    if (fc::gaussian_envsum_forward(a, plan, env_got.data(), nullptr) != cudaErrorInvalidValue) {
+      fail(label + ": a refused plan (" + plan.error + ") was launched");
+    }
+    return;
+  }
+  ++kernel_runs[plan.forward == fc::EnvsumForwardKernel::kLanes ? 0 : 1];
+  ++kernel_runs[plan.backward == fc::EnvsumBackwardKernel::kLanes ? 2 : 3];
+  // A plan with widths made for another problem is refused too (its kernels would not match this one).
+  fc::EnvsumPlan wrong = plan;
+  wrong.lanes_slots = plan.lanes_slots == 8 ? 16 : 8;
+  wrong.block_group = plan.block_group == 4 ? 8 : 4;
+  if (fc::gaussian_envsum_forward(a, wrong, env_got.data(), nullptr) != cudaErrorInvalidValue) {
+    fail(label + ": a plan with other widths was launched");
+  }
   fp::gaussian_envsum_forward(cp, env_want.data(), fp::serial_for());
-  check_cuda(fc::gaussian_envsum_forward(a, env_got.data(), nullptr), label + " forward");
+  check_cuda(fc::gaussian_envsum_forward(a, plan, env_got.data(), nullptr), label + " forward");
   close(env_got, env_want, tol, label + " env");
   double env_norm = 0;
   for (T x : env_want) env_norm += std::fabs(double(x));
@@ -247,11 +277,9 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
                                fp::serial_for());
   std::vector<T> gz(static_cast<size_t>(N * F), T(-777)), gr(static_cast<size_t>(P), T(-777)), gm(static_cast<size_t>(S), T(-777)), gs(static_cast<size_t>(S), T(-777));
   std::vector<unsigned char> scratch(fc::gaussian_envsum_backward_scratch_bytes(a), 0xCD);
-  // The atomic featsum mode (FASTDIPOLE_CUDA_ENVSUM_FEATSUM=atomic) must not read the grouping: pass none.
-  const bool groups = fc::gaussian_envsum_backward_reads_sender_groups(a);
-  const int64_t* group_order = groups ? order.data() : nullptr;
-  const int64_t* group_offsets = groups ? second_offsets.data() : nullptr;
-  check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), group_order, group_offsets, scratch.data(),
+  const int64_t* group_order = order.data();
+  const int64_t* group_offsets = second_offsets.data();
+  check_cuda(fc::gaussian_envsum_backward(a, plan, grad_env.data(), group_order, group_offsets, scratch.data(),
                                           gz.data(), gr.data(), gm.data(), gs.data(), nullptr),
              label + " backward");
   close(gz, gz_w, tol, label + " grad_z");
@@ -261,8 +289,8 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
 
   // Repeated runs: identical bits.
   std::vector<T> env2(env_got.size()), gz2(gz.size()), gr2(gr.size()), gm2(gm.size()), gs2(gs.size());
-  fc::gaussian_envsum_forward(a, env2.data(), nullptr);
-  fc::gaussian_envsum_backward(a, grad_env.data(), group_order, group_offsets, scratch.data(), gz2.data(),
+  fc::gaussian_envsum_forward(a, plan, env2.data(), nullptr);
+  fc::gaussian_envsum_backward(a, plan, grad_env.data(), group_order, group_offsets, scratch.data(), gz2.data(),
                                gr2.data(), gm2.data(), gs2.data(), nullptr);
   if (env2 != env_got || gz2 != gz || gr2 != gr || gm2 != gm || gs2 != gs) fail(label + ": repeated run differs");
 
@@ -272,10 +300,10 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
     std::vector<T> gm3(gm.size(), T(-777)), gs3(gs.size(), T(-777)), gz3(gz.size(), T(-777));
     T* const none = nullptr;
     const int64_t* const no_index = nullptr;
-    check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), no_index, no_index, scratch.data(), none, none,
+    check_cuda(fc::gaussian_envsum_backward(a, plan, grad_env.data(), no_index, no_index, scratch.data(), none, none,
                                             gm3.data(), gs3.data(), nullptr),
                label + " backward without grad_z, grad_r");
-    check_cuda(fc::gaussian_envsum_backward(a, grad_env.data(), group_order, group_offsets, scratch.data(),
+    check_cuda(fc::gaussian_envsum_backward(a, plan, grad_env.data(), group_order, group_offsets, scratch.data(),
                                             gz3.data(), none, none, none, nullptr),
                label + " backward with grad_z only");
     if (gm3 != gm || gs3 != gs || gz3 != gz) fail(label + ": skipping outputs changed the others");
@@ -294,12 +322,11 @@ void check_envsum(const Molecules& m, int64_t S, int64_t F, const char* dtype) {
     b.pair_second = bad_second.data();
     b.row_offsets = bad_row.data();
     std::vector<T> env_bad(env_got.size());
-    check_cuda(fc::gaussian_envsum_forward(b, env_bad.data(), nullptr), label + " malformed forward");
+    check_cuda(fc::gaussian_envsum_forward(b, plan, env_bad.data(), nullptr), label + " malformed forward");
     std::vector<int64_t> bad_order(order), bad_so(second_offsets);
     bad_order[0] = int64_t(1) << 41;
     bad_so[1] = int64_t(1) << 42;
-    check_cuda(fc::gaussian_envsum_backward(b, grad_env.data(), groups ? bad_order.data() : nullptr,
-                                            groups ? bad_so.data() : nullptr, scratch.data(),
+    check_cuda(fc::gaussian_envsum_backward(b, plan, grad_env.data(), bad_order.data(), bad_so.data(), scratch.data(),
                                             gz2.data(), gr2.data(), gm2.data(), gs2.data(), nullptr),
                label + " malformed backward");
     for (T x : env_bad) {
@@ -376,8 +403,28 @@ double lap() {
   return s;
 }
 
+// The --kernels list (comma-separated), "auto" without one; the other arguments stay for read_or_make.
+std::vector<std::string> kernel_choices(int& argc, char** argv) {
+  std::vector<std::string> out;
+  for (int k = 1; k + 1 < argc; ++k) {
+    if (std::string(argv[k]) != "--kernels") continue;
+    std::string list = argv[k + 1];
+    for (size_t start = 0; start <= list.size();) {
+      const size_t comma = std::min(list.find(',', start), list.size());
+      out.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+    for (int j = k; j + 2 < argc; ++j) argv[j] = argv[j + 2];
+    argc -= 2;
+    break;
+  }
+  if (out.empty()) out.push_back("auto");
+  return out;
+}
+
 int main(int argc, char** argv) {
   lap();
+  const std::vector<std::string> kernels = kernel_choices(argc, argv);
   check_scan();
   std::fprintf(stderr, "scan %.1f s\n", lap());
   const Molecules m = read_or_make(argc, argv);
@@ -386,7 +433,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "neighbor pairs %.1f s\n", lap());
   // Envsum on the first small molecules only (the emulator runs one fiber per CUDA thread: keep it small);
   // {n_sens, n_features, atom budget, merged}: the QM9 layer, the one-hot layer, F = 1, many sensitivities
-  // (beyond the lanes kernels: the block forward and the 4-warp backward; small tiles: rows span several),
+  // (beyond the lanes kernels: the block forward and the tiled backward; small tiles: rows span several),
   // each register width of the lanes kernels (8, 16, 20, 24, 32 sensitivities; one and two feature columns per
   // lane, partly idle), more features than threads (several features per thread, several chunks per warp,
   // featsum chunks), and so many features that the float64 block forward cannot stage them (global reads).
@@ -413,8 +460,10 @@ int main(int argc, char** argv) {
         ++failures;
       }
     }
-    check_envsum<float>(small, s[0], s[1], "float32");
-    check_envsum<double>(small, s[0], s[1], "float64");
+    for (const std::string& kernel : kernels) {
+      check_envsum<float>(small, s[0], s[1], "float32", kernel);
+      check_envsum<double>(small, s[0], s[1], "float64", kernel);
+    }
     std::fprintf(stderr, "envsum S=%lld F=%lld %.1f s\n", (long long)s[0], (long long)s[1], lap());
   }
   check_dipole<float>(m, "float32");
@@ -424,8 +473,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%d failure(s)\n", failures);
     return 1;
   }
+  std::string kernel_list;
+  for (const std::string& kernel : kernels) kernel_list += (kernel_list.empty() ? "" : ",") + kernel;
   std::printf("ok kernel_emulation_check: %lld atoms, %lld molecules; neighbor pairs, envsum, dipole (fp32, fp64) "
-              "match the CPU kernels\n",
-              (long long)m.n_atoms(), (long long)m.n_molecules());
+              "match the CPU kernels; envsum kernels %s: forward_lanes=%lld forward_block=%lld "
+              "backward_lanes=%lld backward_tiled=%lld refused=%lld\n",
+              (long long)m.n_atoms(), (long long)m.n_molecules(), kernel_list.c_str(), (long long)kernel_runs[0],
+              (long long)kernel_runs[1], (long long)kernel_runs[2], (long long)kernel_runs[3],
+              (long long)refused_choices);
   return 0;
 }

@@ -1,6 +1,7 @@
 """fastdipole ops: one public function per op (:mod:`fastdipole.ops.ops`), each running the compiled C++/CUDA
 kernel or its pure-PyTorch reference (:mod:`fastdipole.ops.reference`) as ``backend`` says
 (``"auto"``, ``"compiled"``, ``"reference"``), and the batch helpers of :mod:`fastdipole.ops.geometry`.
+:mod:`fastdipole.ops.kernels` shows which CUDA kernels an op runs (the plan) and lists the choices tests force.
 """
 
 from . import reference

@@ -7,6 +7,12 @@ registered by ``fastdipole._C`` as ``torch.ops.fastdipole.*`` (schemas and kerne
 when the extension is built. Models resolve it once when they are built (:func:`resolve_backend`). This is the
 one place that flattens inputs and makes them contiguous for the schemas.
 
+Which CUDA kernels run is chosen per problem by the plan in ``csrc/cuda/kernel_plan.h``
+(:mod:`fastdipole.ops.kernels` shows it); ``gaussian_envsum(..., kernel=...)`` and ``neighbor_pairs(...,
+cell_list_min_atoms=...)`` override it for tests and benchmarks, as op arguments (the envsum ops'
+``kernel_choice``; their autograd hands it to the backward op, so both passes follow the same choice). The CPU
+kernels check these arguments and ignore them.
+
 Fakes let ``torch.compile(fullgraph=True)`` and ``torch.export`` trace the ops (``neighbor_pairs`` has a
 data-dependent number of pairs, declared with ``new_dynamic_size()``). Autograd: ``gaussian_envsum``
 differentiates through the ``gaussian_envsum_backward`` kernel (gradients for z, r, mu and sigma; its
@@ -60,10 +66,17 @@ class Pairs(NamedTuple):
 # ---- neighbor_pairs ---------------------------------------------------------------------------------------
 
 
-def neighbor_pairs(R: Tensor, offsets: Tensor, cutoff: float, backend: str = "auto") -> Pairs:
-    """Directed pairs (i, j), i != j, of one molecule with ``|R_j - R_i| < cutoff`` (Angstrom), sorted by i then j."""
+def neighbor_pairs(R: Tensor, offsets: Tensor, cutoff: float, backend: str = "auto",
+                   cell_list_min_atoms: int | None = None) -> Pairs:
+    """Directed pairs (i, j), i != j, of one molecule with ``|R_j - R_i| < cutoff`` (Angstrom), sorted by i then j.
+
+    ``cell_list_min_atoms``: molecules of at least this many atoms take the CUDA kernel's cell list (None: the
+    op's default, ``fastdipole._C.default_cell_list_min_atoms``); the same pairs either way."""
     if _compiled(backend):
-        return Pairs(*torch.ops.fastdipole.neighbor_pairs(R.detach().contiguous(), offsets.contiguous(), float(cutoff)))
+        args = (R.detach().contiguous(), offsets.contiguous(), float(cutoff))
+        if cell_list_min_atoms is not None:
+            args += (int(cell_list_min_atoms),)
+        return Pairs(*torch.ops.fastdipole.neighbor_pairs(*args))
     return Pairs(*reference.neighbor_pairs(R, offsets, float(cutoff)))
 
 
@@ -71,25 +84,31 @@ def neighbor_pairs(R: Tensor, offsets: Tensor, cutoff: float, backend: str = "au
 
 
 def gaussian_envsum(z: Tensor, r: Tensor, pairs: Pairs, mu: Tensor, sigma: Tensor, cutoff: float,
-                    backend: str = "auto") -> Tensor:
+                    backend: str = "auto", kernel: str = "auto") -> Tensor:
     """Environment tensor (n_atoms, n_sens, n_features) of the HIP-NN interaction, sensitivities from ``r``.
 
     ``env[i, v, f] = sum_{p: first(p) = i} s_v(r_p) z[second(p), f]``; ``mu``, ``sigma`` of shape (n_sens,) or
-    (1, n_sens), Angstrom."""
+    (1, n_sens), Angstrom. ``kernel``: the CUDA kernels of the forward and the backward, ``"auto"`` (the plan's
+    choice) or ``"<forward>/<backward>"`` (:data:`fastdipole.ops.kernels.ENVSUM_KERNELS`); a forced kernel that
+    cannot run the problem raises. Only the compiled backend reads it (the reference ignores it)."""
     args = (z.contiguous(), r.contiguous(), pairs.first.contiguous(), pairs.second.contiguous(),
             pairs.row_offsets.contiguous(), mu.reshape(-1).contiguous(), sigma.reshape(-1).contiguous(), float(cutoff))
     if _compiled(backend):
-        return torch.ops.fastdipole.gaussian_envsum(*args)
+        return torch.ops.fastdipole.gaussian_envsum(*args, kernel)
     return reference.gaussian_envsum(*args)
 
 
 _ALL_ENVSUM_GRADS = (True, True, True, True)
 
 
+_AUTO = "auto"  # the schemas' default kernel choice
+
+
 def _envsum_setup_context(ctx, inputs, output):
-    z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff = inputs
+    z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff = inputs[:8]
     ctx.save_for_backward(z, r, pair_first, pair_second, row_offsets, mu, sigma)
     ctx.cutoff = cutoff
+    ctx.kernel = inputs[8] if len(inputs) > 8 else _AUTO  # the backward op runs the same choice
 
 
 def _envsum_backward(ctx, grad_env):
@@ -99,9 +118,10 @@ def _envsum_backward(ctx, grad_env):
     needs = ctx.needs_input_grad
     output_mask = [bool(needs[0]), bool(needs[1]), bool(needs[5]), bool(needs[6])]
     grad_z, grad_r, grad_mu, grad_sigma = torch.ops.fastdipole.gaussian_envsum_backward(
-        grad_env.contiguous(), z, r, pair_first, pair_second, row_offsets, mu, sigma, ctx.cutoff, output_mask
+        grad_env.contiguous(), z, r, pair_first, pair_second, row_offsets, mu, sigma, ctx.cutoff, output_mask,
+        ctx.kernel
     )
-    return grad_z, grad_r, None, None, None, grad_mu, grad_sigma, None
+    return grad_z, grad_r, None, None, None, grad_mu, grad_sigma, None, None
 
 
 def _envsum_backward_setup_context(ctx, inputs, output):
@@ -124,9 +144,9 @@ def _envsum_double_backward(ctx, gg_z, gg_r, gg_mu, gg_sigma):
         outs = [f for f, g in zip(firsts, ggs) if g is not None]
         grads_out = [g for g in ggs if g is not None]
         if not outs:
-            return (None,) * 10
+            return (None,) * 11
         d_env, d_z, d_r, d_mu, d_sigma = torch.autograd.grad(outs, leaves, grads_out, allow_unused=True)
-    return d_env, d_z, d_r, None, None, None, d_mu, d_sigma, None, None
+    return d_env, d_z, d_r, None, None, None, d_mu, d_sigma, None, None, None
 
 
 # ---- segmented_dipole -------------------------------------------------------------------------------------
@@ -177,7 +197,7 @@ def _register() -> None:
     fake = torch.library.register_fake
 
     @fake("fastdipole::neighbor_pairs")
-    def _neighbor_pairs_fake(R: Tensor, offsets: Tensor, cutoff: float):
+    def _neighbor_pairs_fake(R: Tensor, offsets: Tensor, cutoff: float, cell_list_min_atoms=None):
         torch._check(R.dim() == 2 and R.shape[1] == 3, lambda: f"R must have shape (n_atoms, 3), got {tuple(R.shape)}")
         n_pairs = torch.library.get_ctx().new_dynamic_size()
         first = R.new_empty((n_pairs,), dtype=torch.int64)
@@ -185,14 +205,14 @@ def _register() -> None:
         return first, second, R.new_empty((R.shape[0] + 1,), dtype=torch.int64)
 
     @fake("fastdipole::gaussian_envsum")
-    def _gaussian_envsum_fake(z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff):
+    def _gaussian_envsum_fake(z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff, kernel_choice=_AUTO):
         torch._check(z.dim() == 2, lambda: f"z must be (n_atoms, n_features), got {tuple(z.shape)}")
         torch._check(mu.dim() == 1 and sigma.dim() == 1, lambda: "mu and sigma must be 1-D")
         return z.new_empty((z.shape[0], mu.shape[0], z.shape[1]))
 
     @fake("fastdipole::gaussian_envsum_backward")
     def _gaussian_envsum_backward_fake(grad_env, z, r, pair_first, pair_second, row_offsets, mu, sigma, cutoff,
-                                       output_mask=_ALL_ENVSUM_GRADS):
+                                       output_mask=_ALL_ENVSUM_GRADS, kernel_choice=_AUTO):
         return tuple(torch.empty_like(t) if wanted else None for t, wanted in zip((z, r, mu, sigma), output_mask))
 
     @fake("fastdipole::segmented_dipole")
