@@ -21,3 +21,18 @@ def qm9_h5_path() -> Path:
     if not path.exists():
         pytest.skip(f"real QM9 file not found at {path} (set FASTDIPOLE_QM9_H5)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(qm9_h5_path, tmp_path_factory):
+    """(run folder, data file): a tiny model (nf 8, 2 epochs) trained on 300 real QM9 molecules (H, C, N, O),
+    shared by the tests that need any trained model (predict, ASE, export)."""
+    from fastdipole.data import load_h5, save_h5
+    from fastdipole.train import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    data = tmp / "qm9_300.h5"
+    save_h5(load_h5(qm9_h5_path, molecules=slice(3000, 3300)), data)
+    config = TrainConfig(data=str(data), out=str(tmp / "run"), n_features=8, n_sensitivities=6, n_interactions=1,
+                         n_atom_layers=1, epochs=2, batch_size=64, eval_batch_size=128, threads=1, device="cpu")
+    return train(config, progress=False, log=lambda _msg: None), data

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdipole.data import load_h5, save_h5
+from fastdipole.data import load_h5
 from fastdipole.evaluation.evaluate import predict
-from fastdipole.train import TrainConfig, load_model, train
+from fastdipole.train import load_model
 
 ase = pytest.importorskip("ase")
 from ase import Atoms  # noqa: E402
@@ -18,13 +18,8 @@ from fastdipole.ase import DipoleCalculator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def run(qm9_h5_path, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ase")
-    data = tmp / "qm9_300.h5"
-    save_h5(load_h5(qm9_h5_path, molecules=slice(4000, 4300)), data)
-    config = TrainConfig(data=str(data), out=str(tmp / "run"), n_features=8, n_sensitivities=6, n_interactions=1,
-                         n_atom_layers=1, epochs=2, batch_size=64, threads=1, device="cpu")
-    return train(config, progress=False, log=lambda _m: None), data
+def run(tiny_run):
+    return tiny_run
 
 
 def _atoms(dataset, m):

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from fastdipole.cli import main
-from fastdipole.data import load_h5, save_h5
+from fastdipole.data import load_h5
 from fastdipole.evaluation.evaluate import predict
-from fastdipole.train import TrainConfig, load_model, train
+from fastdipole.train import load_model
 
 FRESH = r"""
 import json, sys
@@ -29,13 +29,8 @@ print(json.dumps({"charges": charges.tolist(), "dipoles": dipoles.tolist()}))
 
 
 @pytest.fixture(scope="module")
-def run(qm9_h5_path, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("export")
-    data = tmp / "qm9_300.h5"
-    save_h5(load_h5(qm9_h5_path, molecules=slice(6000, 6300)), data)
-    config = TrainConfig(data=str(data), out=str(tmp / "run"), n_features=8, n_sensitivities=6, n_interactions=1,
-                         n_atom_layers=1, epochs=1, batch_size=64, threads=1, device="cpu")
-    return train(config, progress=False, log=lambda _m: None), data
+def run(tiny_run):
+    return tiny_run
 
 
 def test_exported_model_runs_without_fastdipole(run, tmp_path):

@@ -11,21 +11,15 @@ from click.testing import CliRunner
 from fastdipole.cli import main
 from fastdipole.data import load_h5, save_h5
 from fastdipole.evaluation.evaluate import predict
-from fastdipole.train import TrainConfig, load_model, train
+from fastdipole.train import load_model
 
 ase_io = pytest.importorskip("ase.io")
 from ase import Atoms  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def run(qm9_h5_path, tmp_path_factory):
-    """A one-epoch model on 300 real QM9 molecules (H, C, N, O)."""
-    tmp = tmp_path_factory.mktemp("predict")
-    data = tmp / "qm9_300.h5"
-    save_h5(load_h5(qm9_h5_path, molecules=slice(3000, 3300)), data)
-    config = TrainConfig(data=str(data), out=str(tmp / "run"), n_features=8, n_sensitivities=6, n_interactions=1,
-                         n_atom_layers=1, epochs=1, batch_size=64, eval_batch_size=128, threads=1, device="cpu")
-    return train(config, progress=False, log=lambda _msg: None), data
+def run(tiny_run):
+    return tiny_run
 
 
 def as_atoms(dataset, m):

@@ -6,6 +6,7 @@ Units: positions Angstrom, charges e, dipoles e*Angstrom (1 e*Angstrom = 4.80320
 from . import nn, ops
 from .errors import DataError, FastDipoleError, ModelInputError
 from .nn import HIPNN, ChargeHead, DipoleModel
+from .pretrained import pretrained
 from .units import DEBYE_PER_E_ANGSTROM
 
 __version__ = "0.1.0"
@@ -20,4 +21,5 @@ __all__ = [
     "FastDipoleError",
     "ModelInputError",
     "DEBYE_PER_E_ANGSTROM",
+    "pretrained",
 ]

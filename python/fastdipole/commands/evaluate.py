@@ -8,12 +8,11 @@ import click
 
 from ..data.splits import SPLIT_PARTS
 from ..train.run_folder import CHECKPOINTS
-from .options import backend_option, device_option
+from .options import backend_option, device_option, model_option
 
 
 @click.command("evaluate")
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="run folder written by `fastdipole train`")
+@model_option()
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="dataset .h5 file (default: the run's training data)")
 @click.option("--split", "split_name", type=click.Choice([*SPLIT_PARTS, "all"]), default="test",

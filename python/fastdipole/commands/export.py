@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from .options import model_option
+
 from ..train.run_folder import CHECKPOINTS
 
 
 @click.command("export")
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="run folder written by `fastdipole train`")
+@model_option()
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="output file, e.g. model.pt2")
 @click.option("--which", type=click.Choice(list(CHECKPOINTS)), default="best", show_default=True,
               help="checkpoint to export")

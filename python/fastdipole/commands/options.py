@@ -14,3 +14,24 @@ backend_option = click.option(
 
 device_option = click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True,
                              help="cpu, cuda, or auto (the GPU when torch sees one)")
+
+
+class RunFolder(click.ParamType):
+    """A run folder written by `fastdipole train`, or the name of a model shipped with the package (``qm9``)."""
+
+    name = "RUN|qm9"
+
+    def convert(self, value, param, ctx):
+        from ..pretrained import PRETRAINED, resolve_model
+
+        path = resolve_model(value)
+        if not path.is_dir():
+            self.fail(f"{value}: no such run folder (and not a shipped model: {', '.join(PRETRAINED)})", param, ctx)
+        return path
+
+
+def model_option(required: bool = True, default=None):
+    return click.option("--model", "run_dir", type=RunFolder(), required=required, default=default,
+                        show_default=default is not None,
+                        help="run folder written by `fastdipole train`, or `qm9` for the model shipped with the "
+                             "package")

@@ -10,13 +10,12 @@ import click
 
 from ..train.run_folder import CHECKPOINTS
 from ..units import DEBYE_PER_E_ANGSTROM
-from .options import backend_option, device_option
+from .options import backend_option, device_option, model_option
 
 
 @click.command("predict")
 @click.argument("structures", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="run folder written by `fastdipole train`")
+@model_option(required=False, default="qm9")
 @click.option("--smiles", multiple=True,
               help="a molecule as SMILES (repeatable): RDKit adds hydrogens and makes an MMFF-relaxed conformer")
 @click.option("--smiles-file", "smiles_files", multiple=True, type=click.Path(dir_okay=False),
