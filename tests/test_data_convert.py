@@ -85,6 +85,15 @@ def test_directory_round_trip(real, tmp_path):
     assert_same(load_h5(out), real)
 
 
+def test_single_xyz_file(real, tmp_path):
+    folder = write_xyz_dir(real, tmp_path / "xyz")
+    first = sorted(folder.iterdir())[0]
+    out = build_from_xyz(first, tmp_path / "one.h5")
+    one = load_h5(out)
+    assert one.n_molecules == 1
+    assert_same(one, real.subset([0]))
+
+
 @pytest.mark.parametrize("mode, suffix", [("w:bz2", ".tar.bz2"), ("w:gz", ".tar.gz"), ("w", ".tar")])
 def test_tarball_round_trip_sorted_by_gdb(real, tmp_path, mode, suffix):
     folder = write_xyz_dir(real, tmp_path / "xyz")

@@ -2,7 +2,7 @@
 and their derivatives with respect to the positions (atomic polar tensors) from autograd.
 
     from fastdipole.ase import DipoleCalculator
-    atoms.calc = DipoleCalculator(model="runs/my-run")         # or a DipoleModel, or fastdipole.pretrained(...)
+    atoms.calc = DipoleCalculator(model="qm9")                 # a shipped model, a run folder or a DipoleModel
     atoms.get_dipole_moment()                                   # (3,) e*Angstrom
     atoms.get_charges()                                         # (n_atoms,) e, summing to the total charge
     atoms.calc.get_dipole_derivatives(atoms)                    # (n_atoms, 3, 3): d mu_b / d R_(i, a), e
@@ -83,11 +83,13 @@ class DipoleCalculator(Calculator):
 
 
 def _as_model(model, device: str, backend: str) -> DipoleModel:
-    """A private copy of ``model``: a DipoleModel, or a run folder path (its best checkpoint)."""
+    """A private copy of ``model``: a DipoleModel, a run folder path (its best checkpoint) or a shipped model's
+    name (``"qm9"``)."""
     if isinstance(model, DipoleModel):
         return copy.deepcopy(model)
     if isinstance(model, (str, Path)):
+        from .pretrained import resolve_model
         from .train import load_model
 
-        return load_model(model, device=device, backend=backend)
+        return load_model(resolve_model(model), device=device, backend=backend)
     raise TypeError(f"model must be a DipoleModel or a run folder, got {type(model).__name__}")

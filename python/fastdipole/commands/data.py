@@ -29,7 +29,7 @@ def qm9(out_path, csv_dir):
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="output .h5 file")
 def xyz(source, out_path):
-    """QM9 from the original dsgdb9nsd_*.xyz files: a folder or a .tar/.tar.gz/.tar.bz2 of them."""
+    """QM9 from the original dsgdb9nsd_*.xyz files: one file, a folder or a .tar/.tar.gz/.tar.bz2 of them."""
     from ..data.qm9xyz import build_from_xyz
 
     path = build_from_xyz(source, out_path)

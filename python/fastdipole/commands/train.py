@@ -79,6 +79,9 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None,
               help="replay each training step from a CUDA graph (batches padded to size buckets; 2-3x faster epochs "
                    "for QM9-sized batches)  [default: on for a CUDA device]")
+@click.option("--allow-unphysical", "physical_checks", flag_value=False, default=True,
+              help="train even on data the physical checks refuse (coordinates beyond 1e4 Angstrom, molecules wider "
+                   "than 1,000 Angstrom, charges not summing to the total charge, impossible dipoles)")
 @click.option("--resume", is_flag=True, help="continue the interrupted run in --out from checkpoint_last.pt")
 @click.option("--max-minutes", type=float, default=None,
               help="stop before an epoch that would end past this many minutes of training")

@@ -8,6 +8,7 @@ from .batching import Batch, BatchLoader
 from .charges import average_charge_labels, element_mean_charges
 from .dataset import MoleculeDataset, check_coincident_atoms, check_species, validate
 from .h5io import bundled_sample_path, has_array, load_h5, save_h5
+from .physics import check_physics, molecules_without_pairs
 from .splits import load_split, make_split, save_split, split_indices
 
 __all__ = [
@@ -17,12 +18,14 @@ __all__ = [
     "average_charge_labels",
     "bundled_sample_path",
     "check_coincident_atoms",
+    "check_physics",
     "check_species",
     "element_mean_charges",
     "has_array",
     "load_h5",
     "load_split",
     "make_split",
+    "molecules_without_pairs",
     "mulliken_point_charge_baseline",
     "point_charge_dipoles",
     "save_h5",

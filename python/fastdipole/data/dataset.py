@@ -21,6 +21,8 @@ MAX_ATOMIC_NUMBER = 118
 # Upper bound on the number of float32 entries of one (molecules, n, n, 3) difference block in the
 # coincident-atom check; keeps its memory near 50 MB whatever the molecule sizes.
 _PAIR_BLOCK_ENTRIES = 12_000_000
+# Molecules larger than this find their closest atoms with a k-d tree instead of all pairs.
+_KDTREE_MIN_ATOMS = 2_000
 
 
 #: Optional per-molecule array of total charges (e); molecules are neutral when a file has none.
@@ -230,21 +232,30 @@ def _check_finite(arr: np.ndarray, name: str, dataset: MoleculeDataset, per_atom
     raise DataError(f"{dataset.source}: array '{name}': molecule {first} has a NaN or infinite value")
 
 
-def check_coincident_atoms(dataset: MoleculeDataset, min_distance: float = MIN_ATOM_DISTANCE_ANGSTROM) -> None:
-    """Raise DataError if two atoms of one molecule are closer than ``min_distance`` Angstrom.
+def minimum_pair_distances(dataset: MoleculeDataset, with_pairs: bool = False):
+    """Distance (Angstrom) between the two closest atoms of each molecule, (M,) float64 (inf for one atom); with
+    ``with_pairs`` also the two atoms' local indices, (M, 2) int64 (-1 for one atom).
 
-    Molecules are grouped by size so each group is one dense (k, n, n) distance computation; groups
-    are cut into blocks so memory stays bounded for large molecules.
-    """
+    Molecules of one size form dense (k, n, n) blocks, cut so memory stays near 50 MB; molecules of more than
+    ``_KDTREE_MIN_ATOMS`` atoms go through a k-d tree (time and memory linear in atoms)."""
     counts = dataset.n_atoms_per_molecule
     starts = dataset.offsets[:-1]
     R = dataset.R
-    min_d2 = float(min_distance) ** 2
-    first_bad = None  # (molecule, i, j, distance)
+    best = np.full(len(counts), np.inf)
+    pairs = np.full((len(counts), 2), -1, dtype=np.int64)
     for n in np.unique(counts):
         if n < 2:
             continue
         mols = np.flatnonzero(counts == n)
+        if n > _KDTREE_MIN_ATOMS:
+            from scipy.spatial import cKDTree
+
+            for m in mols:
+                pos = R[starts[m] : starts[m] + n].astype(np.float64)
+                dist, nearest = cKDTree(pos).query(pos, k=2)
+                i = int(np.argmin(dist[:, 1]))
+                best[m], pairs[m] = dist[i, 1], sorted((i, int(nearest[i, 1])))
+            continue
         iu, ju = np.triu_indices(n, k=1)
         block = max(1, _PAIR_BLOCK_ENTRIES // (n * n * 3))
         for b in range(0, len(mols), block):
@@ -252,13 +263,17 @@ def check_coincident_atoms(dataset: MoleculeDataset, min_distance: float = MIN_A
             pos = R[starts[sel][:, None] + np.arange(n)]  # (k, n, 3)
             diff = pos[:, iu, :] - pos[:, ju, :]  # (k, pairs, 3)
             d2 = np.einsum("kpc,kpc->kp", diff, diff)
-            hit = d2 < min_d2
-            if hit.any():
-                k, p = np.argwhere(hit)[0]
-                cand = (int(sel[k]), int(iu[p]), int(ju[p]), float(np.sqrt(d2[k, p])))
-                if first_bad is None or cand[0] < first_bad[0]:
-                    first_bad = cand
-                break  # later blocks of this size only hold larger molecule indices
+            p = np.argmin(d2, axis=1)
+            best[sel] = np.sqrt(d2[np.arange(len(sel)), p])
+            pairs[sel, 0], pairs[sel, 1] = iu[p], ju[p]
+    return (best, pairs) if with_pairs else best
+
+
+def check_coincident_atoms(dataset: MoleculeDataset, min_distance: float = MIN_ATOM_DISTANCE_ANGSTROM) -> None:
+    """Raise DataError if two atoms of one molecule are closer than ``min_distance`` Angstrom."""
+    dist, pairs = minimum_pair_distances(dataset, with_pairs=True)
+    bad = np.flatnonzero(dist < min_distance)
+    first_bad = (int(bad[0]), int(pairs[bad[0], 0]), int(pairs[bad[0], 1]), float(dist[bad[0]])) if len(bad) else None
     if first_bad is not None:
         m, i, j, d = first_bad
         raise DataError(

@@ -53,10 +53,13 @@ def parse_qm9_xyz(text: str, name: str = "<xyz>"):
 
 
 def iter_qm9_xyz(source):
-    """Yield parsed molecules from a folder of .xyz files or a .tar/.tar.gz/.tar.bz2 of them (streamed)."""
+    """Yield parsed molecules from one .xyz file, a folder of them or a .tar/.tar.gz/.tar.bz2 of them (streamed)."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: not found")
+    if source.is_file() and source.suffix.lower() == ".xyz":
+        yield parse_qm9_xyz(source.read_text(), str(source))
+        return
     if source.is_dir():
         files = sorted(source.rglob("*.xyz"))
         for path in files:
@@ -65,7 +68,8 @@ def iter_qm9_xyz(source):
     try:
         tar = tarfile.open(source, mode="r|*")  # stream: no random access needed
     except (tarfile.TarError, OSError) as err:
-        raise DataError(f"{source}: not a folder or a readable tar archive ({' '.join(str(err).split())})") from None
+        raise DataError(f"{source}: not an .xyz file, a folder or a readable tar archive "
+                        f"({' '.join(str(err).split())})") from None
     try:
         with tar:
             for member in tar:

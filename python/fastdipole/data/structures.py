@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .dataset import MIN_ATOM_DISTANCE_ANGSTROM, TOTAL_CHARGE_KEY, MoleculeDataset
+from .dataset import MIN_ATOM_DISTANCE_ANGSTROM, TOTAL_CHARGE_KEY, MoleculeDataset, minimum_pair_distances
 from .elements import symbol
 from .h5io import load_h5
+from .physics import check_physics
 
 H5_SUFFIXES = (".h5", ".hdf5")
 RDKIT_SUFFIXES = (".sdf", ".mol", ".sd")
@@ -190,30 +191,17 @@ def record_problem(record: Record, species=None) -> str | None:
             names = ", ".join(_symbol(z) for z in unknown)
             allowed = ", ".join(_symbol(z) for z in sorted(species))
             return f"element {names} is not one of the model's elements ({allowed})"
-    close = _closest_pair(R)
-    if close is not None and close[2] < MIN_ATOM_DISTANCE_ANGSTROM:
-        i, j, d = close
-        return (f"atoms {i} and {j} are {d:.3g} Angstrom apart (coincident atoms; the minimum is "
-                f"{MIN_ATOM_DISTANCE_ANGSTROM} Angstrom)")
+    one = MoleculeDataset(Z=Z, R=R.astype(np.float32), offsets=np.array([0, len(Z)]), mu_debye=np.zeros(1, np.float32),
+                          source=record.name)
+    dist, pairs = minimum_pair_distances(one, with_pairs=True)
+    if dist[0] < MIN_ATOM_DISTANCE_ANGSTROM:
+        return (f"atoms {pairs[0, 0]} and {pairs[0, 1]} are {dist[0]:.3g} Angstrom apart (coincident atoms; the "
+                f"minimum is {MIN_ATOM_DISTANCE_ANGSTROM} Angstrom)")
+    try:
+        check_physics(one)  # coordinates and width within the documented bounds
+    except DataError as err:
+        return str(err).split("molecule 0 ", 1)[-1]
     return None
-
-
-def _closest_pair(R: np.ndarray) -> tuple[int, int, float] | None:
-    """(i, j, distance) of the closest two atoms (i < j), or None for fewer than two; a k-d tree for large ones."""
-    n = len(R)
-    if n < 2:
-        return None
-    if n <= 1000:
-        d2 = ((R[:, None, :] - R[None, :, :]) ** 2).sum(-1)
-        d2[np.diag_indices(n)] = np.inf
-        i, j = np.unravel_index(int(np.argmin(d2)), d2.shape)
-        return int(min(i, j)), int(max(i, j)), float(np.sqrt(d2[i, j]))
-    from scipy.spatial import cKDTree
-
-    dist, nearest = cKDTree(R).query(R, k=2)
-    i = int(np.argmin(dist[:, 1]))
-    j = int(nearest[i, 1])
-    return min(i, j), max(i, j), float(dist[i, 1])
 
 
 def _symbol(z: int) -> str:

@@ -98,6 +98,7 @@ class TrainConfig:
     # replay each padded batch size's training step from a CUDA graph: None (auto) = on CUDA devices only,
     # True = asked for (a note when the device is not CUDA), False = never
     cuda_graphs: bool | None = None
+    physical_checks: bool = True  # refuse physically absurd data (fastdipole.data.physics); False: go on anyway
     max_minutes: float | None = None
 
     def __post_init__(self):

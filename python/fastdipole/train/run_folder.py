@@ -27,7 +27,8 @@ RUN_FILES = (CONFIG_FILE, SPLIT_FILE, CHARGE_MEANS_FILE, METRICS_FILE, LAST, BES
 CHECKPOINTS = {"best": BEST, "last": LAST}
 
 #: Settings that may change when a run is resumed (they do not change the function being trained).
-RESUMABLE_FIELDS = ("epochs", "max_minutes", "device", "threads", "backend", "cuda_graphs", "eval_batch_size", "out")
+RESUMABLE_FIELDS = ("epochs", "max_minutes", "device", "threads", "backend", "cuda_graphs", "eval_batch_size", "out",
+                    "physical_checks")
 
 
 class RunFolderError(FastDipoleError):

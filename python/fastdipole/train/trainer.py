@@ -28,12 +28,14 @@ from ..data import (
     BatchLoader,
     MoleculeDataset,
     average_charge_labels,
+    check_physics,
     check_species,
     element_mean_charges,
     has_array,
     load_h5,
     load_split,
     make_split,
+    molecules_without_pairs,
     save_split,
     validate,
 )
@@ -123,6 +125,10 @@ def train(
 
     # Data, split and charge labels come before anything is written (their errors leave no files).
     config, dataset, split, labels, means = _build_data(config, dataset, saved)
+    isolated = molecules_without_pairs(dataset, config.dist_hard_max)
+    if len(isolated):
+        say(f"warning: {dataset.source}: {len(isolated)} molecule(s) have no two atoms within the "
+            f"{config.dist_hard_max:g} Angstrom cutoff (the model sees isolated atoms), first: molecule {isolated[0]}")
     meta = _write_run_files(config, run_dir, dataset, split, means, saved, device, backend)
     model, optimizer, scheduler = _build_model(config, device, backend, dataset, split, means, saved)
     state = _start(run_dir, model, optimizer, scheduler, saved, say)
@@ -200,6 +206,8 @@ def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Sa
         dataset = load_h5(path, charges=config.charge_array if wanted else None, check=True)
     else:
         validate(dataset)
+    if config.physical_checks:
+        check_physics(dataset)
     if config.dipole_target == "vector" and dataset.mu_vec_debye is None:
         raise DataError(f"{dataset.source}: --dipole-target vector needs dipole vectors (array 'mu_vec')")
     if config.charges != "none" and dataset.charges is None:
