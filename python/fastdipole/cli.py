@@ -10,13 +10,17 @@ from .errors import FastDipoleError
 
 
 class _FriendlyGroup(click.Group):
-    """Turns our own errors (bad data, bad model input) into one clean line instead of a traceback."""
+    """Turns our own errors (bad data, bad model input) and bad option values (a path that does not exist, a
+    number that is not one) into one clean line instead of a traceback or click's usage block."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except FastDipoleError as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except click.BadParameter as err:
+            click.echo(f"error: {' '.join(err.format_message().split())}", err=True)
             sys.exit(2)
 
 

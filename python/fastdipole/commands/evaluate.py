@@ -40,6 +40,7 @@ def command(run_dir, data, split_name, split_file, which, out, charge_array, bat
 
     run = Path(run_dir)
     config, meta = read_config(run)
+    checkpoint = checkpoint_path(run, which)  # before reading data: a run with no checkpoint says so first
     run_data = Path(meta.get("run", {}).get("data_path") or config.data_path())
     data_path = Path(data).expanduser().resolve() if data else run_data
     same_data = data_path == run_data.resolve()
@@ -63,7 +64,7 @@ def command(run_dir, data, split_name, split_file, which, out, charge_array, bat
         out = run / (f"eval_{label}" if same_data else f"eval_{data_path.stem}_{label}")
 
     model = load_model(run, which=which, device=device, backend=backend)
-    epoch = load_checkpoint(checkpoint_path(run, which))["epoch"]
+    epoch = load_checkpoint(checkpoint)["epoch"]
     result = evaluate(model, dataset, indices, batch_size)
     m = result.metrics
     title = f"{run.name} ({which}, epoch {epoch}) on {data_path.name}, {label}"

@@ -6,6 +6,7 @@ import click
 
 from ..device import DEVICES
 from ..ops import BACKENDS
+from ..train.run_folder import RunFolderError
 
 backend_option = click.option(
     "--backend", type=click.Choice(list(BACKENDS)), default="auto", show_default=True,
@@ -25,8 +26,8 @@ class RunFolder(click.ParamType):
         from ..pretrained import PRETRAINED, resolve_model
 
         path = resolve_model(value)
-        if not path.is_dir():
-            self.fail(f"{value}: no such run folder (and not a shipped model: {', '.join(PRETRAINED)})", param, ctx)
+        if not path.is_dir():  # a one-line error, like every other bad input (not click's usage block)
+            raise RunFolderError(f"{value}: no such run folder (and not a shipped model: {', '.join(PRETRAINED)})")
         return path
 
 
