@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .errors import WriteError
+
 
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -28,6 +30,13 @@ def atomic_path(path) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as err:  # read-only folder, full disk, ...: one line naming the file (the old one is intact)
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, WriteError):
+            raise
+        reason = err.strerror or " ".join(str(err).split())
+        raise WriteError(f"{path}: cannot write ({reason}); "
+                         f"{'the previous version is intact' if path.exists() else 'nothing was written'}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -15,3 +15,7 @@ class DataError(FastDipoleError, ValueError):
 
 class ModelInputError(FastDipoleError, ValueError):
     """Inputs handed to a model are inconsistent with it (unknown element, coincident atoms, ...)."""
+
+
+class WriteError(FastDipoleError, OSError):
+    """A file could not be written (read-only folder, full disk, ...); the previous version of it is intact."""

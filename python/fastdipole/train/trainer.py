@@ -166,6 +166,8 @@ def _prepare(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path, _Sav
             raise RunFolderError(f"{run_dir}: nothing to resume (needs {CONFIG_FILE} and {LAST})")
         previous, raw = read_config(run_dir)
         config = _check_resume_config(previous, config, run_dir)
+        for leftover in run_dir.glob("*.tmp"):  # a write the interruption cut short; its target is intact
+            leftover.unlink()
         checkpoint = load_checkpoint(run_dir / LAST)  # on CPU: RNG states must stay CPU tensors
         means_path = run_dir / CHARGE_MEANS_FILE
         means = ({int(z): float(v) for z, v in json.loads(means_path.read_text())["means_e"].items()}
