@@ -48,3 +48,20 @@ def test_cli_summary_lists_real_commands_and_options():
         helps += result.output
     for option in re.findall(r"(--[a-z][a-z0-9-]+)", section):
         assert option in helps, option
+
+
+def test_the_predict_example_prints_what_the_readme_shows():
+    import shlex
+
+    import pytest
+
+    pytest.importorskip("rdkit")
+    block = re.search(r"```console\n\$ (fastdipole predict [^\n]*)\n(.*?)```", README, re.S)
+    args = shlex.split(block.group(1))[1:]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    want = [line.split() for line in block.group(2).strip().splitlines()[2:]]
+    got = [line.split() for line in result.output.strip().splitlines()[2:]]
+    assert [row[:3] for row in got] == [row[:3] for row in want]
+    for g, w in zip(got, want):
+        assert abs(float(g[3]) - float(w[3])) < 2e-3 and abs(float(g[4]) - float(w[4])) < 5e-4, (g, w)

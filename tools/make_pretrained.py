@@ -37,6 +37,7 @@ def main() -> None:
     kept = {k: v for k, v in raw.items() if k != "run"}
     kept["run"] = {k: raw["run"][k] for k in ("species", "n_molecules", "split_sizes", "created", "versions")}
     kept["data"] = Path(config.data).name  # not a path on this machine
+    kept["out"] = args.name
     atomic_write_json(kept, out / CONFIG_FILE)
     dataset = load_h5(args.data or config.data)
     test = load_split(args.run_dir / SPLIT_FILE)["test"]

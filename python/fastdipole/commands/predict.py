@@ -74,7 +74,11 @@ def command(structures, run_dir, smiles, smiles_files, charge, skip_invalid, whi
             m += 1
         rows.append(row)
     predicted = [r for r in rows if not r["skipped"]]
-    click.echo(f"{run} (checkpoint {which}): {len(predicted)} molecules"
+    from ..pretrained import PRETRAINED, pretrained_dir
+
+    shipped = next((name for name in PRETRAINED if run.resolve() == pretrained_dir(name)), None)
+    label = f"{shipped} (the model shipped with fastdipole)" if shipped else f"{run} (checkpoint {which})"
+    click.echo(f"{label}: {len(predicted)} molecules"
                + (f", {len(rows) - len(predicted)} skipped" if len(predicted) < len(rows) else ""))
     width = min(max(len("molecule"), *(len(r["molecule"]) for r in predicted)), 60)
     click.echo(f"{'molecule':<{width}}  {'formula':>14}{'charge (e)':>11}{'|mu| (D)':>12}{'|mu| (e*A)':>12}")
