@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -43,7 +44,8 @@ class HIPNN(nn.Module):
 
     Parameter names, shapes and initialisation match ``hippynn.networks.Hipnn`` so state dicts load
     either way. ``backend`` (``auto``, ``compiled``, ``reference``; see :mod:`fastdipole.ops`) is resolved once,
-    here, and used by every op of the model.
+    here, and used by every op of the model. ``memory_budget_bytes`` bounds the pair tensors of one batch (checked
+    with the inputs, before the neighbour list is built; None: half the device's free memory).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class HIPNN(nn.Module):
         n_atom_layers: int = 3,
         backend: str = "auto",
         validate_inputs: bool = True,
+        memory_budget_bytes: int | None = None,
     ):
         super().__init__()
         species = sorted(int(s) for s in species)
@@ -68,6 +71,7 @@ class HIPNN(nn.Module):
         self.dist_hard_max = float(dist_hard_max)
         self.backend = ops.resolve_backend(backend)  # resolved once: "compiled" or "reference"
         self.validate_inputs = validate_inputs
+        self.memory_budget_bytes = memory_budget_bytes
         self.feature_sizes = (len(species), *([n_features] * n_interaction_layers))
         # Atomic number -> one-hot column (-1 = not a species of this model); not in the state dict.
         lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
@@ -107,6 +111,8 @@ class HIPNN(nn.Module):
 
     def pairs_and_distances(self, R: Tensor, offsets: Tensor) -> tuple[ops.Pairs, Tensor]:
         """Neighbour pairs within ``dist_hard_max`` and their distances (Angstrom, differentiable in R)."""
+        if self.validate_inputs:
+            self.check_memory(R, offsets)
         pairs = ops.neighbor_pairs(R.detach(), offsets, self.dist_hard_max, backend=self.backend)
         r = ops.pair_distances(R, pairs.first, pairs.second)
         if self.validate_inputs and r.numel() and bool((r < MIN_PAIR_DISTANCE).any()):
@@ -117,6 +123,28 @@ class HIPNN(nn.Module):
                 f"(coincident atoms; minimum is {MIN_PAIR_DISTANCE} Angstrom)"
             )
         return pairs, r
+
+    def pair_memory_estimate(self, R: Tensor, offsets: Tensor) -> tuple[int, int]:
+        """(estimated neighbour pairs, bytes the pair-sized tensors of a forward and backward take): pair indices
+        and distances, and the envsum backward's (pairs x features) scratch; the reference ops also materialise
+        (pairs x sensitivities x features) terms and test all n^2 atom pairs of each molecule."""
+        n_pairs, n_squared = ops.estimate_pairs(R, offsets, self.dist_hard_max)
+        elem = R.element_size()
+        n_sens = self.blocks[0][0].base_layer.n_sens
+        if self.backend == "reference":
+            return n_pairs, n_pairs * elem * n_sens * (self.n_features + 1) + n_squared * 48
+        return n_pairs, n_pairs * (16 + elem * (2 + n_sens + self.n_features))
+
+    def check_memory(self, R: Tensor, offsets: Tensor) -> None:
+        """Raise ModelInputError, before anything is allocated, when the batch's pair tensors would exceed
+        ``memory_budget_bytes`` (None: half of the memory the device has free now)."""
+        n_pairs, need = self.pair_memory_estimate(R, offsets)
+        budget = self.memory_budget_bytes if self.memory_budget_bytes is not None else _free_memory(R.device) // 2
+        if budget is not None and need > budget:
+            raise ModelInputError(
+                f"the batch of {offsets.numel() - 1} molecule(s), {R.shape[0]:,} atoms would make about "
+                f"{n_pairs:,} neighbour pairs needing about {need / 1e9:.3g} GB, more than the memory budget of "
+                f"{budget / 1e9:.3g} GB; use smaller batches (--batch-size / --eval-batch-size) or split the system")
 
     # ---- forward --------------------------------------------------------------------------------
     def forward(self, Z: Tensor, R: Tensor, offsets: Tensor) -> list[Tensor]:
@@ -147,6 +175,16 @@ class HIPNN(nn.Module):
     def load_hippynn_state_dict(self, state_dict: dict) -> None:
         """Load a ``hippynn.networks.Hipnn`` state dict (parameter keys are identical by construction)."""
         self.load_state_dict(state_dict)
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` now (None when unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
 
 
 def _locate(atom: int, offsets: Tensor | None) -> str:

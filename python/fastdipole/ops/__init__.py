@@ -6,13 +6,14 @@ kernel or its pure-PyTorch reference (:mod:`fastdipole.ops.reference`) as ``back
 
 from . import reference
 from ._loader import extension_available, extension_error
-from .geometry import molecule_index, pair_distances
+from .geometry import estimate_pairs, molecule_index, pair_distances
 from .ops import BACKENDS, Pairs, gaussian_envsum, neighbor_pairs, resolve_backend, segmented_dipole
 
 __all__ = [
     "BACKENDS",
     "Pairs",
     "extension_available",
+    "estimate_pairs",
     "extension_error",
     "gaussian_envsum",
     "molecule_index",
