@@ -13,6 +13,10 @@ DEFAULT_QM9_H5 = REPO.parent / "shared" / "data" / "qm9" / "qm9_mulliken.h5"
 
 torch.set_num_threads(1)
 
+#: `fastdipole train` options of a tiny, fast model on one CPU thread (tests add --batch-size / --epochs as needed).
+TINY_TRAIN = ["--n-features", "8", "--n-sensitivities", "6", "--n-interactions", "1", "--n-atom-layers", "1",
+              "--threads", "1", "--device", "cpu", "--no-progress"]
+
 
 @pytest.fixture(scope="session")
 def qm9_h5_path() -> Path:

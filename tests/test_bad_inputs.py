@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, TINY_TRAIN
 from fastdipole.cli import main
 from fastdipole.data import load_h5, save_h5
 
 FIXTURE_QMUGS = REPO / "tests" / "fixtures" / "qmugs"
-TINY = ["--n-features", "8", "--n-sensitivities", "6", "--n-interactions", "1", "--n-atom-layers", "1",
-        "--epochs", "1", "--threads", "1", "--device", "cpu", "--no-progress"]
+TINY = [*TINY_TRAIN, "--epochs", "1"]
 
 
 @pytest.fixture(scope="module")

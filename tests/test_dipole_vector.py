@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import TINY_TRAIN
 from fastdipole.cli import main
 from fastdipole.data import BatchLoader, load_h5
 from fastdipole.nn import DipoleModel
@@ -19,8 +20,7 @@ from fastdipole.train import batch_loss
 from fastdipole.units import DEBYE_PER_E_ANGSTROM
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "qmugs"
-TINY = ["--n-features", "8", "--n-sensitivities", "6", "--n-interactions", "1", "--n-atom-layers", "1",
-        "--batch-size", "16", "--threads", "1", "--device", "cpu", "--no-progress"]
+TINY = [*TINY_TRAIN, "--batch-size", "16"]
 
 
 @pytest.fixture(scope="module")

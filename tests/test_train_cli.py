@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import TINY_TRAIN
 from fastdipole.cli import main
 from fastdipole.data import load_h5, load_split, save_h5
 from fastdipole.evaluation import evaluate
 from fastdipole.train import load_model, read_history
 
-TINY = ["--n-features", "8", "--n-sensitivities", "6", "--n-interactions", "1", "--n-atom-layers", "1",
-        "--batch-size", "64", "--threads", "1", "--device", "cpu", "--no-progress"]
+TINY = [*TINY_TRAIN, "--batch-size", "64"]
 
 
 @pytest.fixture(scope="module")
