@@ -109,7 +109,7 @@ TRAIN_CASES = {
                                           "q_mulliken"),
     "no dipole vectors for --dipole-target vector": (lambda t, g: _train(t, g, "--dipole-target", "vector"),
                                                      "mu_vec"),
-    "--resume with nothing to resume": (lambda t, g: _train(t, g, "--resume"), "not a fastdipole run folder"),
+    "--resume with nothing to resume": (lambda t, g: _train(t, g, "--resume"), "nothing to resume"),
 }
 
 

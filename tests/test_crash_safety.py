@@ -124,3 +124,19 @@ def test_a_full_disk_is_one_error_and_keeps_the_last_checkpoint(data, tmp_path, 
     result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "ro"), *SETTINGS[:-2]])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "cannot write (Read-only file system)" in result.stderr
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_killed_before_its_first_checkpoint_starts_again(data, reference, tmp_path, resume):
+    """Killed while setting up: config.json and split.npz written, no checkpoint yet (what tools/crash_trial.py hit)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "split.npz"):
+        (run / name).write_bytes((reference / name).read_bytes())
+    (run / "checkpoint_last.pt.tmp").write_bytes(b"half a checkpoint")
+    done = subprocess.run(_cli(data, run, *(["--resume"] if resume else [])),
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    want, got = _weights(reference), _weights(run)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert not list(run.glob("*.tmp"))

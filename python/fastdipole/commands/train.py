@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -106,8 +107,12 @@ def command(resume, progress, **options):
     if resume:
         if options["out"] is None:
             raise click.UsageError("--resume needs --out RUN_FOLDER")
-        # The saved settings hold; only options given explicitly are checked against / applied to them.
-        base, _ = read_config(options["out"])
+        # The saved settings hold; only options given explicitly are checked against / applied to them. A run
+        # killed before writing its settings has none: it starts again from the options given.
+        from ..train.run_folder import CONFIG_FILE
+
+        base = read_config(options["out"])[0] if (Path(options["out"]) / CONFIG_FILE).exists() else \
+            TrainConfig.from_dict(fields)
         fields = {**base.to_dict(), **{_FIELD.get(k, k): v for k, v in given.items()}}
     try:
         config = TrainConfig.from_dict(fields)

@@ -56,6 +56,7 @@ from .run_folder import (
     CONFIG_FILE,
     LAST,
     RESUMABLE_FIELDS,
+    RUN_FILES,
     SPLIT_FILE,
     SUMMARY_FILE,
     RunFolderError,
@@ -161,6 +162,10 @@ def _prepare(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path, _Sav
     """The run folder and the settings to train with; with ``resume``, everything the run saved."""
     run_dir = Path(config.out) if config.out else default_run_dir()
     saved = None
+    if _stopped_before_first_checkpoint(run_dir):  # nothing to resume: clear its files and start again
+        for leftover in run_dir.iterdir():
+            leftover.unlink()
+        resume = False
     if resume:
         if not (run_dir / CONFIG_FILE).exists() or not (run_dir / LAST).exists():
             raise RunFolderError(f"{run_dir}: nothing to resume (needs {CONFIG_FILE} and {LAST})")
@@ -180,6 +185,14 @@ def _prepare(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path, _Sav
             f"{run_dir}: run folder exists and is not empty; use --resume to continue it or choose another --out"
         )
     return config.replace(out=str(run_dir)), run_dir, saved
+
+
+def _stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only files of a training killed while setting up (no checkpoint yet)."""
+    if not run_dir.is_dir() or (run_dir / LAST).exists():
+        return False
+    files = list(run_dir.iterdir())
+    return bool(files) and all(f.is_file() and (f.name in RUN_FILES or f.suffix == ".tmp") for f in files)
 
 
 def _check_resume_config(saved: TrainConfig, asked: TrainConfig, run_dir: Path) -> TrainConfig:
