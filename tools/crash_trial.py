@@ -25,7 +25,8 @@ from fastdipole.data import load_h5, save_h5
 from fastdipole.train import load_checkpoint, read_history
 
 SETTINGS = ["--n-features", "8", "--n-sensitivities", "6", "--n-interactions", "1", "--n-atom-layers", "1",
-            "--batch-size", "32", "--threads", "1", "--device", "cpu", "--no-progress", "--seed", "3"]
+            "--batch-size", "32", "--threads", "1", "--device", "cpu", "--no-progress", "--seed", "3",
+            "--patience", "1000"]  # no early stop: every run trains all its epochs
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -37,7 +38,7 @@ def command(data: Path, out: Path, epochs: int, resume: bool) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a QM9 .h5 file (the first --molecules are used)")
-    parser.add_argument("--molecules", type=int, default=300)
+    parser.add_argument("--molecules", type=int, default=1000)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
@@ -54,40 +55,49 @@ def main() -> int:
     print(f"uninterrupted run: {full_seconds:.1f} s for {args.epochs} epochs")
 
     rng = random.Random(args.seed)
-    run = args.work / "killed"
-    kills, finished = 0, False
-    while not finished:
-        proc = subprocess.Popen(command(data, run, args.epochs, (run / "checkpoint_last.pt").exists()), env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if kills < args.kills:
-            # from start-up (import, data) to late in the run, so kills land in every phase, writes included
-            time.sleep(rng.uniform(0.2, 0.6 * full_seconds))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                leftovers = list(run.glob("*.tmp")) if run.exists() else []
-                epoch = load_checkpoint(run / "checkpoint_last.pt")["epoch"] if (run / "checkpoint_last.pt").exists() \
-                    else None
-                print(f"kill {kills}: checkpoint at epoch {epoch}, temporary files {len(leftovers)}")
-                for tmp in leftovers:  # a killed write leaves its .tmp; the resumed run removes it
-                    print(f"  left for the resume to remove: {tmp.name}")
-                continue
-        finished = proc.wait() == 0
-        if not finished:
-            print(f"a resumed run failed with exit code {proc.returncode}")
-            return 1
+    kills, trials, failures = 0, 0, 0
+    while kills < args.kills:  # trials until enough kills: each trains to the end, killed and resumed on the way
+        trials += 1
+        run = args.work / f"trial{trials}"
+        while True:
+            proc = subprocess.Popen(command(data, run, args.epochs, (run / "checkpoint_last.pt").exists()), env=ENV,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # from start-up (import, data) to the end of the run, so kills land in every phase, writes included
+            time.sleep(rng.uniform(0.2, full_seconds))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            leftovers = list(run.glob("*.tmp")) if run.exists() else []
+            last = run / "checkpoint_last.pt"
+            epoch = load_checkpoint(last)["epoch"] if last.exists() else None
+            print(f"kill {kills} (trial {trials}): checkpoint at epoch {epoch}, temporary files "
+                  f"{[t.name for t in leftovers]} (a resumed run removes them)")
+        if proc.returncode != 0:
+            print(f"trial {trials}: a resumed run failed with exit code {proc.returncode}")
+            failures += 1
+            continue
+        failures += not check(run, reference, args.epochs, trials)
+    print(f"{kills} kills over {trials} trials; {trials - failures} of {trials} trials ended exactly like the "
+          "uninterrupted run")
+    return 0 if failures == 0 else 1
 
+
+def check(run: Path, reference: Path, epochs: int, trial: int) -> bool:
     want, got = load_checkpoint(reference / "checkpoint_last.pt")["model"], load_checkpoint(
         run / "checkpoint_last.pt")["model"]
     same = want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
-    epochs = [row["epoch"] for row in read_history(run)]
-    once = epochs == list(range(1, args.epochs + 1))
+    rows = read_history(run)
+    once = [row["epoch"] for row in rows] == list(range(1, epochs + 1))
+    same_log = [r["valid_dipole_mae_e_angstrom"] for r in rows] == [
+        r["valid_dipole_mae_e_angstrom"] for r in read_history(reference)]
     no_tmp = not list(run.glob("*.tmp"))
     best_ok = load_checkpoint(run / "checkpoint_best.pt")["epoch"] >= 1
-    print(f"{kills} kills; final weights bitwise equal to the uninterrupted run: {same}; every epoch once in "
-          f"metrics.csv: {once}; no temporary file left: {no_tmp}; checkpoint_best.pt readable: {best_ok}")
-    return 0 if same and once and no_tmp and best_ok else 1
+    print(f"trial {trial}: final weights bitwise equal to the uninterrupted run: {same}; every epoch once in "
+          f"metrics.csv: {once}; validation MAEs equal the uninterrupted run's: {same_log}; no temporary file "
+          f"left: {no_tmp}; checkpoint_best.pt readable: {best_ok}")
+    return same and once and same_log and no_tmp and best_ok
 
 
 if __name__ == "__main__":
