@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -122,4 +123,5 @@ def command(resume, progress, **options):
         run_dir = train(config, resume=resume, progress=progress)
     except KeyboardInterrupt:
         sys.exit(130)
-    click.echo(f"run folder: {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # a torchrun process other than rank 0 stays quiet
+        click.echo(f"run folder: {run_dir}")

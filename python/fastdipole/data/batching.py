@@ -48,7 +48,8 @@ class BatchLoader:
     With ``shuffle`` the order is a fresh permutation every epoch, drawn from a numpy Generator
     seeded by ``seed + epoch`` (the epoch counter advances on each ``iter()``; ``set_epoch`` sets it),
     so runs are reproducible and resumable. ``charges`` (float array (N,) over the whole dataset, e)
-    replaces the dataset's own charge labels, e.g. per-element average charges.
+    replaces the dataset's own charge labels, e.g. per-element average charges. ``rank`` / ``world_size``:
+    this process's share of every epoch's order in a distributed run (:func:`shard_order`).
     """
 
     def __init__(
@@ -61,6 +62,8 @@ class BatchLoader:
         dtype: torch.dtype = torch.float32,
         drop_last: bool = False,
         charges=None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,6 +84,9 @@ class BatchLoader:
         self.dtype = dtype
         self.drop_last = bool(drop_last)
         self.epoch = 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
 
         labels = dataset.charges if charges is None else np.asarray(charges)
         if labels is not None and labels.shape != (dataset.n_atoms,):
@@ -103,15 +109,15 @@ class BatchLoader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = len(self.indices)
+        n = len(self.indices) // self.world_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        """Molecule indices in the order epoch ``epoch`` visits them."""
+        """Molecule indices in the order epoch ``epoch`` visits them (this rank's share of them)."""
         if not self.shuffle:
-            return self.indices
+            return shard_order(self.indices, self.rank, self.world_size)
         rng = np.random.default_rng(self.seed + epoch)
-        return self.indices[rng.permutation(len(self.indices))]
+        return shard_order(self.indices[rng.permutation(len(self.indices))], self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.order(self.epoch)
@@ -135,3 +141,14 @@ class BatchLoader:
             total_charge=None if self._total is None else self._total.index_select(0, mol_t),
             mu_vec_debye=None if self._mu_vec is None else self._mu_vec.index_select(0, mol_t),
         )
+
+
+def shard_order(order: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s molecules of an epoch ``order`` in a run of ``world_size`` processes: the order cut to a
+    multiple of ``world_size``, then every ``world_size``-th molecule from position ``rank`` (as torch's
+    ``DistributedSampler``, without its padding). Step k of all ranks together then holds the molecules of step
+    k of a one-process run with ``world_size`` times the batch size on the same order."""
+    if world_size == 1:
+        return order
+    usable = len(order) - len(order) % world_size
+    return order[rank:usable:world_size]

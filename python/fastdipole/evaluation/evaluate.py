@@ -103,6 +103,26 @@ def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512
     )
 
 
+def concat_predictions(parts: list[Predictions]) -> Predictions:
+    """One :class:`Predictions` holding the molecules of ``parts`` one after the other (e.g. the shares of the
+    processes of a distributed run); optional fields stay None when the parts have none."""
+    if len(parts) == 1:
+        return parts[0]
+    fields = {}
+    for name in Predictions._fields:
+        values = [getattr(p, name) for p in parts]
+        if name == "atom_offsets":
+            counts = np.concatenate([np.diff(v) for v in values])
+            offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=offsets[1:])
+            fields[name] = offsets
+        elif all(v is None for v in values):
+            fields[name] = None
+        else:
+            fields[name] = np.concatenate(values)
+    return Predictions(**fields)
+
+
 def metrics_from_predictions(pred: Predictions) -> dict:
     """Dipole metrics (D, e*A, %); mean and max |total charge error| (e); with charge labels also charge
     MAE / RMSE (e) raw, per element and after removing each molecule's mean charge, and the share of molecules

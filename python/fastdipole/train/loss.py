@@ -166,7 +166,7 @@ def weighted_paper_loss(
 
 def batch_loss(output, batch, charge_mode: str, l1: float = PAPER_L1, l2: float = PAPER_L2,
                direction_weight: float = 0.0, direction_form: str = "batch",
-               dipole_target: str = "magnitude") -> LossTerms:
+               dipole_target: str = "magnitude", means=None) -> LossTerms:
     """Loss of a model ``output`` (DipoleOutput) on a ``batch`` (labels: mu in Debye, charges in e).
 
     ``charge_mode``: ``none`` ignores the batch's charges; ``mulliken`` / ``average`` use them (the
@@ -174,7 +174,10 @@ def batch_loss(output, batch, charge_mode: str, l1: float = PAPER_L1, l2: float 
     ``direction_weight`` > 0 adds the direction term against the label charges' point dipole (about each
     molecule's centroid). ``dipole_target="vector"`` compares the predicted dipole vectors with the batch's
     ``mu_vec_debye`` (about the centroid; for an ion the label must be about the same origin).
+    ``means``: (atom_mean, molecule_mean) functions replacing ``torch.mean``; a distributed run passes means
+    over the atoms and molecules of all processes' batches (:func:`fastdipole.train.distributed.step_means`).
     """
+    atom_mean, molecule_mean = means if means is not None else (torch.mean, torch.mean)
     if charge_mode not in CHARGE_MODES:
         raise ValueError(f"charge_mode must be one of {CHARGE_MODES}, got {charge_mode!r}")
     labels = None
@@ -188,11 +191,9 @@ def batch_loss(output, batch, charge_mode: str, l1: float = PAPER_L1, l2: float 
         if batch.mu_vec_debye is None:
             raise ValueError("the vector dipole target needs dipole vectors (mu_vec) but the batch has none")
         label_vector = batch.mu_vec_debye / DEBYE_PER_E_ANGSTROM
-    if (direction_weight <= 0 or labels is None) and label_vector is None:
-        return paper_loss(output.charges, labels, output.magnitude, label_mag, l1, l2)
     label_dipole = None
     if direction_weight > 0 and labels is not None:
         label_dipole = centroid_point_dipole(labels, batch.R, batch.offsets)
-    return paper_loss(output.charges, labels, output.magnitude, label_mag, l1, l2, pred_dipole=output.dipole,
-                      label_dipole=label_dipole, direction_weight=direction_weight if label_dipole is not None else 0.0,
-                      direction_form=direction_form, label_vector=label_vector)
+    return _loss_terms(output.charges, labels, output.magnitude, label_mag, l1, l2, atom_mean, molecule_mean,
+                       output.dipole, label_dipole, direction_weight if label_dipole is not None else 0.0,
+                       direction_form, label_vector)

@@ -41,11 +41,13 @@ from ..data import (
 )
 from ..device import resolve_device
 from ..errors import DataError, FastDipoleError
-from ..evaluation.evaluate import evaluate
+from ..evaluation.evaluate import concat_predictions, metrics_from_predictions, predict
 from ..nn import DipoleModel
 from ..units import DEBYE_PER_E_ANGSTROM
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .distributed import SINGLE, Distributed, DistributedError, LauncherStop, agree, barrier, collective_failure, \
+    from_environment, gather_objects, leave, step_means, stopped_by_launcher
 from .graphed import GraphedTrainStep
 from .history import read_history, write_history
 from .loss import batch_loss
@@ -106,6 +108,7 @@ def train(
     progress: bool | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = None,
+    distributed: Distributed | None = None,
 ) -> Path:
     """Train a dipole model as ``config`` says; returns the run folder.
 
@@ -115,29 +118,58 @@ def train(
     redirected to a file gets the per-epoch lines, not one line per bar refresh). ``on_epoch`` gets each
     epoch's metrics row; ``log`` gets the printed lines (default: tqdm-safe print). Ctrl-C leaves
     ``checkpoint_last.pt`` at the last completed epoch.
+
+    ``distributed``: this process's place in a multi-process run (:mod:`fastdipole.train.distributed`); by
+    default the one torchrun describes, if it launched this process, else a one-process run. Only rank 0
+    writes the run folder and prints.
     """
-    say = log or (lambda msg: _tqdm().write(msg))
-    config, run_dir, saved = _prepare(config, resume)
-    torch.set_num_threads(config.resolved_threads())
     device = resolve_device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FastDipoleError("--device cuda asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
-    backend = _resolved_backend(config.backend)  # fails early if compiled kernels are asked for but missing
+    dist = distributed if distributed is not None else from_environment(device)
+    try:
+        return _train(config, resume, dataset, progress, on_epoch, log, dist, device)
+    finally:
+        if distributed is None:
+            leave(dist)  # the group this call joined
 
-    # Data, split and charge labels come before anything is written (their errors leave no files).
-    config, dataset, split, labels, means = _build_data(config, dataset, saved)
+
+def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, device) -> Path:
+    if dist.active and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    writer = dist.is_writer
+    say = (log or (lambda msg: _tqdm().write(msg))) if writer else (lambda msg: None)
+    # Setup reads only; every rank checks it and they agree before rank 0 writes anything.
+    try:
+        config, run_dir, saved = _prepare(config, resume or dist.restart_count > 0, writer)
+        torch.set_num_threads(config.resolved_threads())
+        backend = _resolved_backend(config.backend)  # fails early if compiled kernels are asked for but missing
+        # Data, split and charge labels come before anything is written (their errors leave no files).
+        config, dataset, split, labels, means = _build_data(config, dataset, saved)
+    except BaseException:
+        agree(False, dist)
+        raise
+    if not agree(True, dist):
+        raise DistributedError(f"rank {dist.rank}: another training process failed while setting up (its error "
+                               "is printed above)")
+    if dist.restart_count > 0 and saved is not None:
+        say(f"torchrun restarted the workers (restart {dist.restart_count}): resuming from the last checkpoint")
     isolated = molecules_without_pairs(dataset, config.dist_hard_max)
     if len(isolated):
         say(f"warning: {dataset.source}: {len(isolated)} molecule(s) have no two atoms within the "
             f"{config.dist_hard_max:g} Angstrom cutoff (the model sees isolated atoms), first: molecule {isolated[0]}")
-    meta = _write_run_files(config, run_dir, dataset, split, means, saved, device, backend)
+    meta = _write_run_files(config, run_dir, dataset, split, means, saved, device, backend, dist)
     model, optimizer, scheduler = _build_model(config, device, backend, dataset, split, means, saved)
-    state = _start(run_dir, model, optimizer, scheduler, saved, say)
+    state = _start(run_dir, model, optimizer, scheduler, saved, say, writer)
+    barrier(dist)  # the run folder is complete before any rank trains
 
     loader = BatchLoader(dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
-                         dtype=torch.float32, charges=labels)
+                         dtype=torch.float32, charges=labels, rank=dist.rank, world_size=dist.world_size)
     graphed_step = None
-    if device.type == "cuda" and config.cuda_graphs is not False:  # on by default on a GPU
+    if dist.active and device.type == "cuda" and config.cuda_graphs is not False:
+        # Not yet: the graphed step would need DDP's gradient all-reduce outside the captured graph.
+        say("note: CUDA graphs are off in distributed runs (eager steps on each GPU)")
+    elif device.type == "cuda" and config.cuda_graphs is not False:  # on by default on a GPU
         graphed_step = GraphedTrainStep(model, config.charges, direction_form=config.direction_form,
                                         dipole_target=config.dipole_target)
         say("training steps replay from CUDA graphs (--no-cuda-graphs: plain eager steps)")
@@ -149,30 +181,50 @@ def train(
         f"(train {len(split['train'])}, valid {len(split['valid'])}, test {len(split['test'])}{grouped}), "
         f"charges={config.charges}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {device}, {torch.get_num_threads()} thread(s), backend {meta['backend']}")
+    if dist.active:
+        say(f"distributed: {dist.world_size} processes ({dist.backend}), {config.batch_size} molecules per process "
+            f"and step ({dist.world_size * config.batch_size} per step)")
     if backend == "reference" and config.backend == "auto":
         say("note: the compiled fastdipole kernels are not available; using the pure-PyTorch reference ops "
             "(several times slower; build the package with `pip install --no-build-isolation .`)")
 
-    stop_reason = _epoch_loop(config, run_dir, model, optimizer, scheduler, loader, dataset, split, state, device,
-                              graphed_step, progress, on_epoch, say)
-    return _finish(run_dir, state, stop_reason, say)
+    step_model = model
+    if dist.active:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    resume_hint = (f"{run_dir / LAST} holds epoch {{epoch}}; continue with the same torchrun command and --resume, "
+                   f"or let torchrun restart the workers (--max-restarts), which resume by themselves")
+    try:
+        with stopped_by_launcher(dist):
+            stop_reason = _epoch_loop(config, run_dir, model, step_model, optimizer, scheduler, loader, dataset,
+                                      split, state, device, graphed_step, progress, on_epoch, say, dist)
+    except LauncherStop:
+        raise DistributedError(f"rank {dist.rank} of {dist.world_size}: stopped by torchrun (another training "
+                               f"process failed; torchrun names it); " + resume_hint.format(epoch=state.epoch)) from None
+    except RuntimeError as err:
+        if not dist.active or isinstance(err, FastDipoleError):
+            raise
+        raise collective_failure(err, dist, "; " + resume_hint.format(epoch=state.epoch)) from None
+    return _finish(run_dir, state, stop_reason, say) if writer else run_dir
 
 
-def _prepare(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path, _Saved | None]:
-    """The run folder and the settings to train with; with ``resume``, everything the run saved."""
+def _prepare(config: TrainConfig, resume: bool, writer: bool = True) -> tuple[TrainConfig, Path, _Saved | None]:
+    """The run folder and the settings to train with; with ``resume``, everything the run saved. Only the
+    ``writer`` (rank 0 of a distributed run) removes files."""
     run_dir = Path(config.out) if config.out else default_run_dir()
     saved = None
     if _stopped_before_first_checkpoint(run_dir):  # nothing to resume: clear its files and start again
-        for leftover in run_dir.iterdir():
-            leftover.unlink()
+        if writer:
+            for leftover in run_dir.iterdir():
+                leftover.unlink(missing_ok=True)
         resume = False
     if resume:
         if not (run_dir / CONFIG_FILE).exists() or not (run_dir / LAST).exists():
             raise RunFolderError(f"{run_dir}: nothing to resume (needs {CONFIG_FILE} and {LAST})")
         previous, raw = read_config(run_dir)
         config = _check_resume_config(previous, config, run_dir)
-        for leftover in run_dir.glob("*.tmp"):  # a write the interruption cut short; its target is intact
-            leftover.unlink()
+        for leftover in run_dir.glob("*.tmp") if writer else ():  # a write cut short; its target is intact
+            leftover.unlink(missing_ok=True)
         checkpoint = load_checkpoint(run_dir / LAST)  # on CPU: RNG states must stay CPU tensors
         means_path = run_dir / CHARGE_MEANS_FILE
         means = ({int(z): float(v) for z, v in json.loads(means_path.read_text())["means_e"].items()}
@@ -253,14 +305,24 @@ def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Sa
     return config, dataset, split, labels, means
 
 
-def _write_run_files(config, run_dir: Path, dataset, split, means, saved: _Saved | None, device, backend) -> dict:
-    """Split and charge means (new runs) and ``config.json`` with the run's metadata; returns the metadata."""
+def _write_run_files(config, run_dir: Path, dataset, split, means, saved: _Saved | None, device, backend,
+                     dist: Distributed = SINGLE) -> dict:
+    """Split and charge means (new runs) and ``config.json`` with the run's metadata (rank 0 only); returns
+    the metadata."""
+    meta = _run_metadata(config, dataset, split, saved, device, backend, dist)
+    if not dist.is_writer:
+        return meta
     run_dir.mkdir(parents=True, exist_ok=True)
     if saved is None:
         save_split(split, run_dir / SPLIT_FILE)
         if means is not None:
             atomic_write_json({"units": "e", "computed_on": "train split", "charge_array": config.charge_array,
                                "means_e": {str(z): v for z, v in sorted(means.items())}}, run_dir / CHARGE_MEANS_FILE)
+    atomic_write_json({**config.to_dict(), "run": meta}, run_dir / CONFIG_FILE)
+    return meta
+
+
+def _run_metadata(config, dataset, split, saved: _Saved | None, device, backend, dist: Distributed) -> dict:
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     meta = {
         "species": config.species,
@@ -274,9 +336,11 @@ def _write_run_files(config, run_dir: Path, dataset, split, means, saved: _Saved
         "versions": _versions(),
         "created": (saved.meta.get("created") if saved else None) or now,
     }
+    if dist.active:
+        meta["distributed"] = {"world_size": dist.world_size, "backend": dist.backend,
+                               "molecules_per_step": dist.world_size * config.batch_size}
     if saved is not None:
         meta["resumed"] = [*saved.meta.get("resumed", []), now]
-    atomic_write_json({**config.to_dict(), "run": meta}, run_dir / CONFIG_FILE)
     return meta
 
 
@@ -307,12 +371,14 @@ def _init_charge_head(model: DipoleModel, config: TrainConfig, means_e: dict[int
                 layer.bias.zero_()
 
 
-def _start(run_dir: Path, model, optimizer, scheduler, saved: _Saved | None, say) -> _Progress:
-    """The loop's starting point: the saved checkpoint of a resumed run, else epoch 0 (saved as such)."""
+def _start(run_dir: Path, model, optimizer, scheduler, saved: _Saved | None, say, writer: bool = True) -> _Progress:
+    """The loop's starting point: the saved checkpoint of a resumed run, else epoch 0 (saved as such by the
+    ``writer``)."""
     if saved is None:
         state = _Progress()
-        write_history(state.history, run_dir)
-        _save(run_dir / LAST, model, optimizer, scheduler, state, {})
+        if writer:
+            write_history(state.history, run_dir)
+            _save(run_dir / LAST, model, optimizer, scheduler, state, {})
         return state
     ck = saved.checkpoint
     model.load_state_dict(ck["model"])
@@ -321,20 +387,23 @@ def _start(run_dir: Path, model, optimizer, scheduler, saved: _Saved | None, say
     set_rng_state(ck["rng"])
     state = _Progress(ck["epoch"], ck["best_metric"], ck["best_epoch"], ck["epochs_without_improvement"],
                       saved.history)
-    write_history(state.history, run_dir)
+    if writer:
+        write_history(state.history, run_dir)
     say(f"resuming {run_dir} after epoch {state.epoch} (best valid |mu| MAE "
         f"{state.best * DEBYE_PER_E_ANGSTROM:.4f} D at epoch {state.best_epoch})")
     return state
 
 
-def _epoch_loop(config, run_dir: Path, model, optimizer, scheduler, loader, dataset, split, state: _Progress,
-                device, graphed_step, progress, on_epoch, say) -> str:
-    """Epochs ``state.epoch + 1 .. config.epochs``: train, validate, log, checkpoint; returns why it stopped."""
+def _epoch_loop(config, run_dir: Path, model, step_model, optimizer, scheduler, loader, dataset, split,
+                state: _Progress, device, graphed_step, progress, on_epoch, say, dist: Distributed = SINGLE) -> str:
+    """Epochs ``state.epoch + 1 .. config.epochs``: train, validate, log, checkpoint (rank 0); returns why it
+    stopped. ``step_model`` is ``model`` or its DistributedDataParallel wrapper (used for the training steps)."""
+    writer = dist.is_writer
     t0 = time.perf_counter()
     elapsed_before = state.history[-1]["elapsed_seconds"] if state.history else 0.0
     epoch_times: list[float] = []
     bar = _tqdm()(total=max(config.epochs - state.epoch, 0) * len(loader),
-                  disable=None if progress is None else not progress,  # None: tqdm's "only on a terminal"
+                  disable=(None if progress is None else not progress) if writer else True,  # None: on a terminal
                   unit="batch", dynamic_ncols=True, file=sys.stderr)
     last_valid = state.history[-1]["valid_dipole_mae_debye"] if state.history else None
     stop_reason = "max epochs"
@@ -347,8 +416,9 @@ def _epoch_loop(config, run_dir: Path, model, optimizer, scheduler, loader, data
                 break
             t_epoch = time.perf_counter()
             bar.set_description(f"epoch {epoch}/{config.epochs}")
-            train_terms = _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid, graphed_step)
-            valid = evaluate(model, dataset, split["valid"], config.eval_batch_size, device).metrics
+            train_terms = _train_epoch(step_model, loader, optimizer, config, device, epoch, bar, last_valid,
+                                       graphed_step, dist)
+            valid = _validate(model, dataset, split["valid"], config.eval_batch_size, device, dist)
             warmup = epoch <= config.charge_warmup_epochs  # charge-only epochs: no lr schedule / patience yet
             if not warmup:
                 scheduler.step(valid["dipole_mae_e_angstrom"])
@@ -369,10 +439,11 @@ def _epoch_loop(config, run_dir: Path, model, optimizer, scheduler, loader, data
             }
             state.epoch = epoch
             state.history.append(row)
-            write_history(state.history, run_dir)
-            if improved:
-                _save(run_dir / BEST, model, optimizer, scheduler, state, row)
-            _save(run_dir / LAST, model, optimizer, scheduler, state, row)
+            if writer:
+                write_history(state.history, run_dir)
+                if improved:
+                    _save(run_dir / BEST, model, optimizer, scheduler, state, row)
+                _save(run_dir / LAST, model, optimizer, scheduler, state, row)
             last_valid = valid["dipole_mae_debye"]
             bar.set_postfix({"loss": f"{train_terms['loss']:.4f}", "valid MAE": f"{last_valid:.3f} D"})
             say(_epoch_line(row, improved))
@@ -380,6 +451,8 @@ def _epoch_loop(config, run_dir: Path, model, optimizer, scheduler, loader, data
                 on_epoch(row)
     except KeyboardInterrupt:
         bar.close()
+        if not writer:
+            raise
         done = load_checkpoint(run_dir / LAST)["epoch"]
         say(f"interrupted; {run_dir / LAST} holds epoch {done} (the last completed one). "
             f"Resume with: fastdipole train --out {run_dir} --resume")
@@ -409,7 +482,17 @@ def _finish(run_dir: Path, state: _Progress, stop_reason: str, say) -> Path:
     return run_dir
 
 
-def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid, graphed_step=None) -> dict:
+def _validate(model, dataset, indices, batch_size, device, dist: Distributed) -> dict:
+    """Validation metrics; in a distributed run each rank predicts every N-th molecule and all ranks compute the
+    metrics of the gathered predictions (the same numbers on every rank)."""
+    if not dist.active:
+        return metrics_from_predictions(predict(model, dataset, indices, batch_size, device))
+    mine = predict(model, dataset, np.asarray(indices)[dist.rank::dist.world_size], batch_size, device)
+    return metrics_from_predictions(concat_predictions(gather_objects(mine, dist)))
+
+
+def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid, graphed_step=None,
+                 dist: Distributed = SINGLE) -> dict:
     """One pass over the training split; returns molecule-weighted means of the loss terms.
 
     ``graphed_step`` (a :class:`GraphedTrainStep`, CUDA only) replaces the model's forward and backward by
@@ -418,6 +501,7 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
     loader.set_epoch(epoch - 1)  # the shuffle of epoch k depends only on (seed, k): exact resume
     l2 = 0.0 if epoch <= config.charge_warmup_epochs else config.l2  # charge-only warm-up: no dipole term
     w_dir = config.direction_weight_at(epoch)
+    means = step_means(dist) if dist.active else None  # loss means over all ranks' molecules of the step
     sums: dict[str, float] = {}
     weight = 0
     for batch in loader:
@@ -428,7 +512,7 @@ def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_vali
             batch = batch.to(device)
             out = model(batch.Z, batch.R, batch.offsets, batch.total_charge)
             terms = batch_loss(out, batch, config.charges, config.l1, l2, w_dir, config.direction_form,
-                               config.dipole_target)
+                               config.dipole_target, means)
         values = terms.as_floats()  # one device-to-host read for all loss terms
         if not math.isfinite(values["total"]):
             raise TrainingError(f"loss became {values['total']} in epoch {epoch}; try a smaller --lr")
