@@ -91,9 +91,22 @@ def from_environment(device: torch.device, timeout_seconds: float = DEFAULT_TIME
     if backend == "nccl":
         torch.cuda.set_device(local)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend,
-                                             timeout=datetime.timedelta(seconds=timeout_seconds))
+        timeout = datetime.timedelta(seconds=timeout_seconds)
+        torch.distributed.init_process_group(backend=backend, store=_launcher_store(rank, world, restarts, timeout),
+                                             rank=rank, world_size=world, timeout=timeout)
     return Distributed(rank, world, local, backend, restarts)
+
+
+def _launcher_store(rank: int, world: int, restarts: int, timeout: datetime.timedelta):
+    """The rendezvous store torchrun set up (MASTER_ADDR / MASTER_PORT), as ``init_process_group("env://")``
+    would open it, under a prefix naming the restart: workers that torchrun restarted (--max-restarts) then
+    never read the addresses their dead predecessors left (gloo's connectFullMesh was refused now and then
+    after a restart without it; pytorch/pytorch#167288 reports the same with NCCL)."""
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                       is_master=not agent_hosts_it and rank == 0, timeout=timeout,
+                                       multi_tenant=not agent_hosts_it)
+    return torch.distributed.PrefixStore(f"fastdipole/attempt_{restarts}", store)
 
 
 def join(rank: int, world_size: int, init_method: str, backend: str = "gloo",

@@ -194,6 +194,7 @@ def batch_loss(output, batch, charge_mode: str, l1: float = PAPER_L1, l2: float 
     label_dipole = None
     if direction_weight > 0 and labels is not None:
         label_dipole = centroid_point_dipole(labels, batch.R, batch.offsets)
+    pred_dipole = output.dipole if label_dipole is not None or label_vector is not None else None
     return _loss_terms(output.charges, labels, output.magnitude, label_mag, l1, l2, atom_mean, molecule_mean,
-                       output.dipole, label_dipole, direction_weight if label_dipole is not None else 0.0,
+                       pred_dipole, label_dipole, direction_weight if label_dipole is not None else 0.0,
                        direction_form, label_vector)
