@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from ..data.splits import SPLIT_PROTOCOLS
+from ..data.streaming import DATA_MODES
 from ..nn.dipole import CHARGE_CONSTRAINTS
 from ..train.config import (
     CHARGE_INITS,
@@ -32,6 +33,11 @@ _FIELD = {"train": "train_fraction", "valid": "valid_fraction", "lr_patience": "
 @click.command("train")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="dataset .h5 file (default: the bundled 4,000-molecule QM9 sample)")
+@click.option("--data-mode", type=click.Choice(list(DATA_MODES)), default=_D.data_mode, show_default=True,
+              help="memory: load the whole file; stream: read it in chunks (memory bounded by --chunk-molecules, "
+                   "training order shuffled by chunks); auto: stream files that would take more than 1 GiB")
+@click.option("--chunk-molecules", type=int, default=_D.chunk_molecules, show_default=True,
+              help="molecules per chunk read from the file when streaming")
 @click.option("--charges", type=click.Choice(list(CHARGE_MODES)), default=_D.charges, show_default=True,
               help="charge labels of the auxiliary loss: none, the file's Mulliken charges, or per-element means")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the split, the weights and the shuffling")

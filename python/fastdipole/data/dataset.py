@@ -42,6 +42,7 @@ class MoleculeDataset:
         mu_vec_debye: float32 (M, 3) dipole vectors, Debye (or None).
         source: where the data came from (file path), used in error messages.
         extra: other per-molecule arrays (e.g. ``gdb_id``), each of length M.
+        first_molecule, first_atom: the file indices of molecule 0 and atom 0 (0 unless a chunk).
     """
 
     Z: np.ndarray
@@ -52,6 +53,10 @@ class MoleculeDataset:
     mu_vec_debye: np.ndarray | None = None
     source: str = "<memory>"
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Index in ``source`` of molecule 0 and of atom 0 (a chunk of a file read piece by piece): error messages
+    #: name molecules and atoms by their index in the file.
+    first_molecule: int = 0
+    first_atom: int = 0
 
     @property
     def n_molecules(self) -> int:
@@ -142,13 +147,13 @@ def validate(dataset: MoleculeDataset, species=None) -> None:
     counts = dataset.n_atoms_per_molecule
     empty = np.flatnonzero(counts == 0)
     if len(empty):
-        raise DataError(f"{src}: array 'offsets': molecule {empty[0]} has no atoms ({len(empty)} empty molecules)")
+        raise DataError(f"{src}: array 'offsets': molecule {empty[0] + dataset.first_molecule} has no atoms ({len(empty)} empty molecules)")
 
     Z = dataset.Z
     bad = np.flatnonzero((Z < 1) | (Z > MAX_ATOMIC_NUMBER))
     if len(bad):
         m = dataset.molecule_of_atom(bad[0])
-        raise DataError(f"{src}: array 'Z': molecule {m} has invalid atomic number {Z[bad[0]]} (atom {bad[0]})")
+        raise DataError(f"{src}: array 'Z': molecule {m + dataset.first_molecule} has invalid atomic number {Z[bad[0]]} (atom {bad[0] + dataset.first_atom})")
     if species is not None:
         check_species(dataset, species)
 
@@ -160,7 +165,7 @@ def validate(dataset: MoleculeDataset, species=None) -> None:
         _check_finite(dataset.mu_vec_debye, "mu_vec", dataset, per_atom=False)
     neg = np.flatnonzero(dataset.mu_debye < 0)
     if len(neg):
-        raise DataError(f"{src}: array 'mu': molecule {neg[0]} has a negative dipole magnitude {dataset.mu_debye[neg[0]]} D")
+        raise DataError(f"{src}: array 'mu': molecule {neg[0] + dataset.first_molecule} has a negative dipole magnitude {dataset.mu_debye[neg[0]]} D")
     assert n_mol == len(dataset.mu_debye)
 
     check_coincident_atoms(dataset)
@@ -215,7 +220,7 @@ def check_species(dataset: MoleculeDataset, species) -> None:
     if len(bad):
         m = dataset.molecule_of_atom(bad[0])
         raise DataError(
-            f"{dataset.source}: array 'Z': molecule {m} contains element Z={Z[bad[0]]} (atom {bad[0]}), "
+            f"{dataset.source}: array 'Z': molecule {m + dataset.first_molecule} contains element Z={Z[bad[0]]} (atom {bad[0] + dataset.first_atom}), "
             f"not among the allowed species {sorted(int(s) for s in species)}"
         )
 
@@ -228,8 +233,8 @@ def _check_finite(arr: np.ndarray, name: str, dataset: MoleculeDataset, per_atom
     first = int(np.flatnonzero(~flat)[0])
     if per_atom:
         m = dataset.molecule_of_atom(first)
-        raise DataError(f"{dataset.source}: array '{name}': molecule {m} has a NaN or infinite value (atom {first})")
-    raise DataError(f"{dataset.source}: array '{name}': molecule {first} has a NaN or infinite value")
+        raise DataError(f"{dataset.source}: array '{name}': molecule {m + dataset.first_molecule} has a NaN or infinite value (atom {first + dataset.first_atom})")
+    raise DataError(f"{dataset.source}: array '{name}': molecule {first + dataset.first_molecule} has a NaN or infinite value")
 
 
 def minimum_pair_distances(dataset: MoleculeDataset, with_pairs: bool = False):
@@ -277,6 +282,6 @@ def check_coincident_atoms(dataset: MoleculeDataset, min_distance: float = MIN_A
     if first_bad is not None:
         m, i, j, d = first_bad
         raise DataError(
-            f"{dataset.source}: array 'R': molecule {m} has coincident atoms {i} and {j} "
+            f"{dataset.source}: array 'R': molecule {m + dataset.first_molecule} has coincident atoms {i} and {j} "
             f"({d:.4f} Angstrom apart, minimum {min_distance} Angstrom)"
         )

@@ -46,19 +46,19 @@ def check_physics(dataset: MoleculeDataset) -> None:
     far = np.flatnonzero(np.abs(R).max(axis=1) > MAX_COORDINATE_ANGSTROM)
     if len(far):
         m = dataset.molecule_of_atom(far[0])
-        raise DataError(f"{src}: array 'R': molecule {m} has a coordinate of {np.abs(R[far[0]]).max():.3g} Angstrom "
-                        f"(atom {far[0]}), beyond {MAX_COORDINATE_ANGSTROM:g}: are the positions in Angstrom?")
+        raise DataError(f"{src}: array 'R': molecule {m + dataset.first_molecule} has a coordinate of {np.abs(R[far[0]]).max():.3g} Angstrom "
+                        f"(atom {far[0] + dataset.first_atom}), beyond {MAX_COORDINATE_ANGSTROM:g}: are the positions in Angstrom?")
     width = np.linalg.norm(_per_molecule(R, off, np.maximum) - _per_molecule(R, off, np.minimum), axis=1)
     wide = np.flatnonzero(width > MAX_MOLECULE_WIDTH_ANGSTROM)
     if len(wide):
-        raise DataError(f"{src}: array 'R': molecule {wide[0]} is {width[wide[0]]:.3g} Angstrom wide, more than "
+        raise DataError(f"{src}: array 'R': molecule {wide[0] + dataset.first_molecule} is {width[wide[0]]:.3g} Angstrom wide, more than "
                         f"{MAX_MOLECULE_WIDTH_ANGSTROM:g}: are the positions in Angstrom, one molecule per entry?")
     if dataset.charges is not None:
         excess = _per_molecule(dataset.charges.astype(np.float64), off, np.add) - dataset.total_charge
         bad = np.flatnonzero(np.abs(excess) > CHARGE_SUM_TOLERANCE_E)
         if len(bad):
             m = bad[0]
-            raise DataError(f"{src}: array 'charges': molecule {m}'s charges sum to "
+            raise DataError(f"{src}: array 'charges': molecule {m + dataset.first_molecule}'s charges sum to "
                             f"{excess[m] + dataset.total_charge[m]:+.4f} e but its total charge is "
                             f"{dataset.total_charge[m]:+g} e (tolerance {CHARGE_SUM_TOLERANCE_E} e; "
                             "a 'total_charge' array gives ions their charge)")
@@ -69,7 +69,7 @@ def check_physics(dataset: MoleculeDataset) -> None:
     big = np.flatnonzero(dataset.mu_debye > bound)
     if len(big):
         m = big[0]
-        raise DataError(f"{src}: array 'mu': molecule {m} has |mu| = {dataset.mu_debye[m]:.4g} D, more than "
+        raise DataError(f"{src}: array 'mu': molecule {m + dataset.first_molecule} has |mu| = {dataset.mu_debye[m]:.4g} D, more than "
                         f"{bound[m]:.3g} D, the most {counts[m]} atoms within {radius[m]:.3g} Angstrom of their "
                         f"centroid can give with {MAX_ATOM_CHARGE_E:g} e each: is mu in Debye?")
 

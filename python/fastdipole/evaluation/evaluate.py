@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from ..data import BatchLoader, MoleculeDataset
-from ..data.dataset import atom_indices
 from ..device import resolve_device
 from ..nn.dipole import centroid_point_dipole
 from ..units import DEBYE_PER_E_ANGSTROM
@@ -56,50 +55,78 @@ class EvaluationResult(NamedTuple):
 
 
 @torch.no_grad()
-def predict(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512, device=None,
-            charges=None) -> Predictions:
+def predict(model, dataset, indices=None, batch_size: int = 512, device=None, charges=None) -> Predictions:
     """Run ``model`` over molecules ``indices`` (default all) in batches, without gradients.
 
-    ``charges`` (float (N,) over the whole dataset, e) replaces the dataset's charge labels.
+    ``dataset``: a :class:`MoleculeDataset` in memory, or an :class:`~fastdipole.data.streaming.H5Stream`
+    (read chunk by chunk: memory bounded by the chunk size and the predictions kept). ``charges`` (float (N,)
+    over the whole dataset, e) replaces an in-memory dataset's charge labels.
     """
+    from ..data.streaming import H5Stream, StreamingBatchLoader
+
+    param = next(model.parameters())
+    if isinstance(dataset, H5Stream):
+        if charges is not None:
+            raise ValueError("charges= replaces labels of an in-memory dataset only")
+        loader = StreamingBatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
+    else:
+        loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype, charges=charges)
+    return predict_batches(model, loader, device)
+
+
+@torch.no_grad()
+def predict_batches(model, batches, device=None) -> Predictions:
+    """:func:`predict` over any iterable of :class:`~fastdipole.data.Batch` (labels are taken from the batches)."""
     param = next(model.parameters())
     device = param.device if device is None else resolve_device(device)
-    loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype, charges=charges)
     was_training = model.training
     model.eval()
-    mu_pred, dip_pred, dip_label, q_pred, q_label, counts = [], [], [], [], [], []
+    keys = ("index", "mu_pred", "mu_label", "dip_pred", "dip_label", "q_pred", "q_label", "counts", "Z", "total",
+            "mu_vec")
+    parts: dict[str, list] = {k: [] for k in keys}
+    has_labels = has_vectors = True
     try:
-        for batch in loader:
+        for batch in batches:
             total = None if batch.total_charge is None else batch.total_charge.to(device)
             out = model(batch.Z.to(device), batch.R.to(device), batch.offsets.to(device), total)
-            mu_pred.append(out.magnitude.double().cpu().numpy() * DEBYE_PER_E_ANGSTROM)
-            dip_pred.append(out.dipole.double().cpu().numpy())
-            q_pred.append(out.charges.double().cpu().numpy())
+            parts["index"].append(batch.index.numpy())
+            parts["mu_pred"].append(out.magnitude.double().cpu().numpy() * DEBYE_PER_E_ANGSTROM)
+            parts["mu_label"].append(batch.mu_debye.double().numpy())
+            parts["dip_pred"].append(out.dipole.double().cpu().numpy())
+            parts["q_pred"].append(out.charges.double().cpu().numpy())
+            parts["Z"].append(batch.Z.numpy())
+            parts["total"].append(np.zeros(batch.n_molecules) if batch.total_charge is None
+                                  else batch.total_charge.double().numpy())
+            has_labels &= batch.charges is not None
             if batch.charges is not None:
-                q_label.append(batch.charges.double().numpy())
-                dip_label.append(centroid_point_dipole(batch.charges.double(), batch.R.double(),
-                                                       batch.offsets).numpy())
-            counts.append(np.diff(batch.offsets.numpy()))
+                parts["q_label"].append(batch.charges.double().numpy())
+                parts["dip_label"].append(centroid_point_dipole(batch.charges.double(), batch.R.double(),
+                                                                batch.offsets).numpy())
+            has_vectors &= batch.mu_vec_debye is not None
+            if batch.mu_vec_debye is not None:
+                parts["mu_vec"].append(batch.mu_vec_debye.double().numpy())
+            parts["counts"].append(np.diff(batch.offsets.numpy()))
     finally:
         model.train(was_training)
-    index = loader.indices
-    counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+
+    def cat(key, empty_shape=(0,), dtype=np.float64):
+        return np.concatenate(parts[key]) if parts[key] else np.zeros(empty_shape, dtype)
+
+    counts = cat("counts", dtype=np.int64)
     atom_offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=atom_offsets[1:])
-    has_labels = dataset.charges is not None or charges is not None
     return Predictions(
-        index=index,
-        mu_pred_debye=np.concatenate(mu_pred) if mu_pred else np.zeros(0),
-        mu_label_debye=dataset.mu_debye[index].astype(np.float64),
-        charges_pred=np.concatenate(q_pred) if q_pred else np.zeros(0),
-        charges_label=(np.concatenate(q_label) if q_label else np.zeros(0)) if has_labels else None,
+        index=cat("index", dtype=np.int64),
+        mu_pred_debye=cat("mu_pred"),
+        mu_label_debye=cat("mu_label"),
+        charges_pred=cat("q_pred"),
+        charges_label=cat("q_label") if has_labels else None,
         atom_offsets=atom_offsets,
-        dipole_pred_e_angstrom=np.concatenate(dip_pred) if dip_pred else np.zeros((0, 3)),
-        dipole_label_charges_e_angstrom=(np.concatenate(dip_label) if dip_label else np.zeros((0, 3)))
-        if has_labels else None,
-        Z=dataset.Z[atom_indices(dataset.offsets, index)[0]],
-        total_charge=dataset.total_charge[index].astype(np.float64),
-        mu_vec_label_debye=None if dataset.mu_vec_debye is None else dataset.mu_vec_debye[index].astype(np.float64),
+        dipole_pred_e_angstrom=cat("dip_pred", (0, 3)),
+        dipole_label_charges_e_angstrom=cat("dip_label", (0, 3)) if has_labels else None,
+        Z=cat("Z", dtype=np.int64),
+        total_charge=cat("total"),
+        mu_vec_label_debye=cat("mu_vec", (0, 3)) if has_vectors else None,
     )
 
 

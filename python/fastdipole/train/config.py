@@ -62,6 +62,10 @@ class TrainConfig:
     valid_fraction: float = 0.1
     seed: int = 0
     out: str | None = None
+    # memory: load the whole file; stream: read it in chunks of chunk_molecules molecules, shuffled by chunks
+    # (fastdipole.data.streaming); auto: stream files whose arrays would take more than 1 GiB in memory
+    data_mode: str = "auto"
+    chunk_molecules: int = 16_384
     # model (hippynn's HIPNN arguments)
     species: list[int] | None = None
     n_features: int = 60
@@ -132,6 +136,12 @@ class TrainConfig:
 
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        from ..data.streaming import DATA_MODES
+
+        if self.data_mode not in DATA_MODES:
+            raise ValueError(f"data_mode must be one of {DATA_MODES}, got {self.data_mode!r}")
+        if self.chunk_molecules < 1:
+            raise ValueError(f"chunk_molecules must be >= 1, got {self.chunk_molecules}")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
         if self.l1 < 0 or self.l2 < 0:

@@ -24,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write_json
+from ..data.streaming import H5Stream, StreamingBatchLoader, choose_data_mode
 from ..data import (
     BatchLoader,
     MoleculeDataset,
@@ -154,7 +155,7 @@ def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, 
                                "is printed above)")
     if dist.restart_count > 0 and saved is not None:
         say(f"torchrun restarted the workers (restart {dist.restart_count}): resuming from the last checkpoint")
-    isolated = molecules_without_pairs(dataset, config.dist_hard_max)
+    isolated = [] if isinstance(dataset, H5Stream) else molecules_without_pairs(dataset, config.dist_hard_max)
     if len(isolated):
         say(f"warning: {dataset.source}: {len(isolated)} molecule(s) have no two atoms within the "
             f"{config.dist_hard_max:g} Angstrom cutoff (the model sees isolated atoms), first: molecule {isolated[0]}")
@@ -163,8 +164,7 @@ def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, 
     state = _start(run_dir, model, optimizer, scheduler, saved, say, writer)
     barrier(dist)  # the run folder is complete before any rank trains
 
-    loader = BatchLoader(dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
-                         dtype=torch.float32, charges=labels, rank=dist.rank, world_size=dist.world_size)
+    loader = _loader(dataset, split["train"], config, labels, dist)
     graphed_step = None
     if dist.active and device.type == "cuda" and config.cuda_graphs is not False:
         # Not yet: the graphed step would need DDP's gradient all-reduce outside the captured graph.
@@ -181,6 +181,9 @@ def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, 
         f"(train {len(split['train'])}, valid {len(split['valid'])}, test {len(split['test'])}{grouped}), "
         f"charges={config.charges}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {device}, {torch.get_num_threads()} thread(s), backend {meta['backend']}")
+    if isinstance(dataset, H5Stream):
+        say(f"streaming {dataset.source} in chunks of {dataset.chunk_molecules} molecules (shuffled by chunks; "
+            f"--data-mode memory loads the whole file)")
     if dist.active:
         say(f"distributed: {dist.world_size} processes ({dist.backend}), {config.batch_size} molecules per process "
             f"and step ({dist.world_size * config.batch_size} per step)")
@@ -265,23 +268,35 @@ def _check_resume_config(saved: TrainConfig, asked: TrainConfig, run_dir: Path) 
 
 
 def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Saved | None):
-    """The checked dataset, the config with its species and data path, the split, the loss's charge labels
-    (None: the file's, or none) and the per-element means (average mode)."""
-    if dataset is None:
-        path = config.data_path()
-        wanted = config.charges != "none" or has_array(path, config.charge_array)
-        dataset = load_h5(path, charges=config.charge_array if wanted else None, check=True)
+    """The checked dataset (a :class:`MoleculeDataset` in memory, or an :class:`H5Stream` that checks each chunk
+    as it reads it), the config with its species, data path and data mode, the split, the loss's charge labels
+    (None: the file's, or none; for a stream a function of a chunk) and the per-element means (average mode)."""
+    path = config.data_path()
+    mode = choose_data_mode(config.data_mode, path) if dataset is None else "memory"
+    wanted = config.charges != "none" or (dataset is None and has_array(path, config.charge_array))
+    if mode == "stream":
+        dataset = H5Stream(path, charges=config.charge_array if wanted else None,
+                           chunk_molecules=config.chunk_molecules, physical_checks=config.physical_checks)
+        has_charges, has_vectors = dataset.has_charges, dataset.mu_vec_debye is not None
     else:
-        validate(dataset)
-    if config.physical_checks:
-        check_physics(dataset)
-    if config.dipole_target == "vector" and dataset.mu_vec_debye is None:
+        if dataset is None:
+            dataset = load_h5(path, charges=config.charge_array if wanted else None, check=True)
+        else:
+            validate(dataset)
+        if config.physical_checks:
+            check_physics(dataset)
+        has_charges, has_vectors = dataset.charges is not None, dataset.mu_vec_debye is not None
+    if config.dipole_target == "vector" and not has_vectors:
         raise DataError(f"{dataset.source}: --dipole-target vector needs dipole vectors (array 'mu_vec')")
-    if config.charges != "none" and dataset.charges is None:
+    if config.charges != "none" and not has_charges:
         raise DataError(f"{dataset.source}: charge mode '{config.charges}' needs per-atom charges ('{config.charge_array}')")
-    species = sorted(int(z) for z in (config.species or np.unique(dataset.Z)))
-    check_species(dataset, species)
-    config = config.replace(species=species, data=str(config.data_path()))
+    if mode == "stream":
+        species = sorted(int(z) for z in (config.species or dataset.elements()))
+        dataset.species = species  # checked in every chunk as it is read
+    else:
+        species = sorted(int(z) for z in (config.species or np.unique(dataset.Z)))
+        check_species(dataset, species)
+    config = config.replace(species=species, data=str(path), data_mode=mode)
 
     if saved is not None:
         if saved.meta.get("n_molecules") not in (None, dataset.n_molecules):
@@ -300,9 +315,27 @@ def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Sa
     labels, means = None, None  # average mode: per-element training means (computed once, saved)
     if config.charges == "average":
         means = saved.charge_means if saved is not None and saved.charge_means else \
-            element_mean_charges(dataset, split["train"])
-        labels = average_charge_labels(dataset, means)
+            _train_means(dataset, split["train"])
+        labels = (lambda chunk: average_charge_labels(chunk, means)) if mode == "stream" else \
+            average_charge_labels(dataset, means)
     return config, dataset, split, labels, means
+
+
+def _train_means(dataset, train) -> dict[int, float]:
+    """Per-element mean label charges (e) over the training molecules, in memory or streamed."""
+    if isinstance(dataset, H5Stream):
+        return dataset.element_mean_charges(train)
+    return element_mean_charges(dataset, train)
+
+
+def _loader(dataset, indices, config: TrainConfig, labels, dist: Distributed):
+    """The training batches: shuffled molecule by molecule in memory, chunk by chunk when streamed."""
+    if isinstance(dataset, H5Stream):
+        return StreamingBatchLoader(dataset, indices, config.batch_size, shuffle=True, seed=config.seed,
+                                    dtype=torch.float32, charge_labels=labels, rank=dist.rank,
+                                    world_size=dist.world_size)
+    return BatchLoader(dataset, indices, config.batch_size, shuffle=True, seed=config.seed, dtype=torch.float32,
+                       charges=labels, rank=dist.rank, world_size=dist.world_size)
 
 
 def _write_run_files(config, run_dir: Path, dataset, split, means, saved: _Saved | None, device, backend,
@@ -351,7 +384,7 @@ def _build_model(config: TrainConfig, device, backend: str, dataset, split, mean
     random.seed(config.seed)
     model = DipoleModel.from_config(backend=backend, **config.model_kwargs()).to(device=device, dtype=torch.float32)
     if config.uses_element_mean_init() and saved is None:
-        _init_charge_head(model, config, means if means is not None else element_mean_charges(dataset, split["train"]))
+        _init_charge_head(model, config, means if means is not None else _train_means(dataset, split["train"]))
     optimizer = make_optimizer(model.parameters(), config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
