@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
 from pathlib import Path
 
 import click
 
 from ..train.run_folder import CHECKPOINTS
-from ..units import DEBYE_PER_E_ANGSTROM
 from .options import backend_option, device_option, model_option
 
 
@@ -46,84 +45,76 @@ def command(structures, run_dir, smiles, smiles_files, charge, skip_invalid, whi
     dipole origin (the centroid of each molecule by default): for a neutral molecule any origin gives the same
     vector, for an ion it is the dipole about the centroid.
     """
-    from ..data.structures import read_structures
-    from ..evaluation.evaluate import predict
+    from ..evaluation.screening import ATOM_COLUMNS, MOLECULE_COLUMNS, Screening
     from ..train import load_model, read_config
 
     run = Path(run_dir)
     config, _ = read_config(run)
-    dataset, records = read_structures(structures, smiles, species=config.species, charge=charge,
-                                       smiles_files=smiles_files, skip_invalid=skip_invalid)
     model = load_model(run, which=which, device=device, backend=backend)
-    pred = predict(model, dataset, batch_size=batch_size)
-
-    rows, atom_rows, m = [], [], 0
-    for record in records:
-        row = {"molecule": record.name, "n_atoms": len(record.Z), "formula": _formula(record.Z) if len(record.Z) else "",
-               **dict.fromkeys(_VALUE_COLUMNS, ""), "skipped": record.problem or ""}
-        if record.problem is None:
-            a, b = dataset.offsets[m], dataset.offsets[m + 1]
-            vec = pred.dipole_pred_e_angstrom[m]
-            row.update({"mu_debye": float(pred.mu_pred_debye[m]),
-                        "mu_e_angstrom": float(pred.mu_pred_debye[m] / DEBYE_PER_E_ANGSTROM),
-                        "mu_x_e_angstrom": float(vec[0]), "mu_y_e_angstrom": float(vec[1]),
-                        "mu_z_e_angstrom": float(vec[2]), "total_charge_e": float(pred.total_charge[m]),
-                        "sum_of_charges_e": float(pred.charges_pred[a:b].sum())})
-            atom_rows += [{"molecule": record.name, "atom": int(i - a), "Z": int(dataset.Z[i]),
-                           "charge_e": float(pred.charges_pred[i])} for i in range(a, b)]
-            m += 1
-        rows.append(row)
-    predicted = [r for r in rows if not r["skipped"]]
+    screening = Screening(model, config.species, charge=charge, batch_size=batch_size)
+    shown: list[list] = []  # rows kept for the terminal table (all of them without --out)
+    with contextlib.ExitStack() as files:
+        mol_csv = _csv_writer(files, out, MOLECULE_COLUMNS)
+        atom_csv = _csv_writer(files, atom_charges, ATOM_COLUMNS)
+        for block in screening.blocks(structures, smiles, smiles_files):
+            if mol_csv is not None:
+                mol_csv.writerows(block.rows)
+            if out is None or len(shown) < _SHOWN_WITH_OUT:
+                shown += block.rows
+            if atom_csv is not None:
+                _write_atoms(atom_csv, block)
+        screening.check_outcome(skip_invalid)  # an error here discards the unfinished CSV files
+    predicted = [r for r in shown if not r[-1]]
     from ..pretrained import PRETRAINED, pretrained_dir
 
     shipped = next((name for name in PRETRAINED if run.resolve() == pretrained_dir(name)), None)
     label = f"{shipped} (the model shipped with fastdipole)" if shipped else f"{run} (checkpoint {which})"
-    click.echo(f"{label}: {len(predicted)} molecules"
-               + (f", {len(rows) - len(predicted)} skipped" if len(predicted) < len(rows) else ""))
-    width = min(max(len("molecule"), *(len(r["molecule"]) for r in predicted)), 60)
+    n_skipped = screening.n_molecules - screening.n_predicted
+    click.echo(f"{label}: {screening.n_predicted} molecules" + (f", {n_skipped} skipped" if n_skipped else ""))
+    col = {name: i for i, name in enumerate(MOLECULE_COLUMNS)}
+    width = min(max(len("molecule"), *(len(r[0]) for r in predicted)), 60) if predicted else 8
     click.echo(f"{'molecule':<{width}}  {'formula':>14}{'charge (e)':>11}{'|mu| (D)':>12}{'|mu| (e*A)':>12}")
     for row in predicted:
-        name = row["molecule"] if len(row["molecule"]) <= width else row["molecule"][: width - 3] + "..."
-        click.echo(f"{name:<{width}}  {row['formula']:>14}{row['total_charge_e']:>+11.0f}"
-                   f"{row['mu_debye']:>12.4f}{row['mu_e_angstrom']:>12.4f}")
-    for row in rows:
-        if row["skipped"]:
-            click.echo(f"skipped {row['molecule']}: {row['skipped']}", err=True)
-    if config.charge_constraint == "none":
-        worst = max(abs(r["sum_of_charges_e"] - r["total_charge_e"]) for r in predicted)
+        name = row[0] if len(row[0]) <= width else row[0][: width - 3] + "..."
+        click.echo(f"{name:<{width}}  {row[col['formula']]:>14}{row[col['total_charge_e']]:>+11.0f}"
+                   f"{row[col['mu_debye']]:>12.4f}{row[col['mu_e_angstrom']]:>12.4f}")
+    if screening.n_molecules > len(shown):
+        click.echo(f"... {screening.n_molecules - len(shown)} more molecules in {out}")
+    for row in shown:
+        if row[-1]:
+            click.echo(f"skipped {row[0]}: {row[-1]}", err=True)
+    if n_skipped > sum(1 for row in shown if row[-1]):
+        click.echo(f"skipped {n_skipped} molecules in all (the 'skipped' column of {out} says why)", err=True)
+    if config.charge_constraint == "none" and predicted:
+        worst = max(abs(r[col["sum_of_charges_e"]] - r[col["total_charge_e"]]) for r in predicted)
         click.echo(f"note: this model was trained without the total-charge constraint (--loss paper); its charges "
                    f"miss the molecules' total charges by up to {worst:.3f} e")
     if out:
-        _write_csv(out, list(rows[0]), rows)
         click.echo(f"wrote {out}")
     if atom_charges:
-        _write_csv(atom_charges, ["molecule", "atom", "Z", "charge_e"], atom_rows)
         click.echo(f"wrote {atom_charges}")
 
 
-#: Columns of a predicted molecule's row that a skipped one leaves empty (units in the names).
-_VALUE_COLUMNS = ("mu_debye", "mu_e_angstrom", "mu_x_e_angstrom", "mu_y_e_angstrom", "mu_z_e_angstrom",
-                  "total_charge_e", "sum_of_charges_e")
+#: With --out, the terminal shows the first this-many molecules (all of them without --out).
+_SHOWN_WITH_OUT = 100
 
 
-def _formula(Z) -> str:
-    """Hill formula of atomic numbers Z: C and H first when there is carbon, then alphabetical."""
-    from collections import Counter
+def _csv_writer(files: contextlib.ExitStack, path, columns):
+    """A csv writer into ``path``.tmp that becomes ``path`` when the stack closes without an error (None: no
+    ``path``)."""
+    if not path:
+        return None
+    from ..atomic import atomic_path
 
-    from ..data.elements import symbol
+    tmp = files.enter_context(atomic_path(path))
+    handle = files.enter_context(open(tmp, "w", newline=""))
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(columns)
+    return writer
 
-    counts = Counter(symbol(z) for z in Z)
-    first = [s for s in ("C", "H") if "C" in counts and s in counts]
-    order = first + sorted(s for s in counts if s not in first)
-    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
 
-
-def _write_csv(path, columns, rows) -> None:
-    """Writes the rows atomically (path.tmp, then rename), so an interrupted run leaves no half file."""
-    from ..atomic import atomic_write_text
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(text.getvalue(), path)
+def _write_atoms(writer, block) -> None:
+    offsets, Z, q = block.atom_offsets, block.Z.tolist(), block.charges_e.tolist()
+    for m, name in enumerate(block.atom_names):
+        a, b = int(offsets[m]), int(offsets[m + 1])
+        writer.writerows([name, i - a, Z[i], q[i]] for i in range(a, b))
