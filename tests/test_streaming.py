@@ -149,3 +149,18 @@ def test_streamed_training_resumes_exactly(data, tmp_path):
     import json
 
     assert json.loads((tmp_path / "full" / "config.json").read_text())["data_mode"] == "stream"
+
+
+def test_evaluate_streamed_equals_in_memory(tiny_run, data, tmp_path):
+    import json
+
+    run, _ = tiny_run
+    metrics = {}
+    for mode in ("memory", "stream"):
+        out = tmp_path / mode
+        result = CliRunner().invoke(main, ["evaluate", "--model", str(run), "--data", str(data), "--split", "all",
+                                           "--data-mode", mode, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        metrics[mode] = json.loads((out / "metrics.json").read_text())
+    for key in ("dipole_mae_debye", "dipole_rmse_debye", "charge_mae_e", "charge_pearson_r", "n_molecules"):
+        assert metrics["stream"][key] == pytest.approx(metrics["memory"][key], rel=1e-6), key

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..data.splits import SPLIT_PARTS
+from ..data.streaming import DATA_MODES
 from ..train.run_folder import CHECKPOINTS
 from .options import backend_option, device_option, model_option
 
@@ -26,14 +27,18 @@ from .options import backend_option, device_option, model_option
 @click.option("--charges", "charge_array", default=None,
               help="per-atom charge array to compare with, e (default: the run's, skipped when the file lacks it)")
 @click.option("--batch-size", type=int, default=512, show_default=True, help="molecules per prediction batch")
+@click.option("--data-mode", type=click.Choice(list(DATA_MODES)), default="auto", show_default=True,
+              help="memory: load the whole file; stream: read it in chunks (memory bounded by the chunk size and "
+                   "the predictions kept for the metrics); auto: stream files that would take more than 1 GiB")
 @device_option
 @backend_option
-def command(run_dir, data, split_name, split_file, which, out, charge_array, batch_size, device, backend):
+def command(run_dir, data, split_name, split_file, which, out, charge_array, batch_size, data_mode, device, backend):
     """Dipole MAE/RMSE (D and e*A), mean relative error (%) and, against charge labels, charge MAE/RMSE (e) raw,
     centred per molecule and per element, the charge parity's Pearson r and the share of molecules whose dipole
     points with the label charges' point dipole; the total-charge error (e) of every molecule."""
     from ..data import check_species, has_array, load_h5, load_split, split_indices
     from ..data.elements import SYMBOLS
+    from ..data.streaming import H5Stream, choose_data_mode
     from ..evaluation import evaluate, save_evaluation
     from ..train import load_checkpoint, load_model, read_config
     from ..train.run_folder import SPLIT_FILE, checkpoint_path
@@ -45,8 +50,14 @@ def command(run_dir, data, split_name, split_file, which, out, charge_array, bat
     data_path = Path(data).expanduser().resolve() if data else run_data
     same_data = data_path == run_data.resolve()
     charge_array = charge_array or config.charge_array
-    dataset = load_h5(data_path, charges=charge_array if has_array(data_path, charge_array) else None)
-    check_species(dataset, config.species)
+    labels = charge_array if has_array(data_path, charge_array) else None
+    if choose_data_mode(data_mode, data_path) == "stream":
+        dataset = H5Stream(data_path, charges=labels, species=config.species, physical_checks=False)
+        has_labels = dataset.has_charges
+    else:
+        dataset = load_h5(data_path, charges=labels)
+        check_species(dataset, config.species)
+        has_labels = dataset.charges is not None
 
     label = split_name
     if split_name == "all":
@@ -70,7 +81,7 @@ def command(run_dir, data, split_name, split_file, which, out, charge_array, bat
     title = f"{run.name} ({which}, epoch {epoch}) on {data_path.name}, {label}"
     paths = save_evaluation(result, out, title=title, extra={
         "run": str(run), "checkpoint": which, "epoch": epoch, "data": str(data_path), "split": label,
-        "charge_labels": charge_array if dataset.charges is not None else None,
+        "charge_labels": charge_array if has_labels else None,
     })
 
     click.echo(f"{run} (checkpoint {which}, epoch {epoch}) on {data_path}, split {label}")

@@ -72,20 +72,28 @@ class H5Stream:
         self.chunk_molecules = int(chunk_molecules)
         self.physical_checks = physical_checks
         self.species = None if species is None else sorted(int(z) for z in species)
-        # The per-molecule arrays, read (and their offsets checked) by load_h5 on a one-molecule selection.
+        # load_h5 on one molecule checks the layout (arrays present, units, shapes, sound offsets); the
+        # per-molecule arrays then stay in memory and each chunk reads only its atoms' rows.
         import h5py
 
         head = load_h5(self.path, charges=charges, molecules=slice(0, 1), check=False)
-        with h5py.File(self.path, "r") as f:
-            self.offsets = f["offsets"][:].astype(np.int64)
-            self.mu_debye = f["mu"][:].astype(np.float32) if "mu" in f else None
-            self.mu_vec_debye = f["mu_vec"][:].astype(np.float32) if "mu_vec" in f else None
-            self.extra = {k: (np.asarray(f[k].asstr()[:], dtype=object)
-                              if h5py.check_string_dtype(f[k].dtype) is not None else f[k][:]) for k in head.extra}
+        self._file = h5py.File(self.path, "r")
+        f = self._file
+        self.offsets = f["offsets"][:].astype(np.int64)
+        self.mu_debye = f["mu"][:].astype(np.float32) if "mu" in f else None
+        self.mu_vec_debye = f["mu_vec"][:].astype(np.float32) if "mu_vec" in f else None
+        self.extra = {k: (np.asarray(f[k].asstr()[:], dtype=object)
+                          if h5py.check_string_dtype(f[k].dtype) is not None else f[k][:]) for k in head.extra}
         if self.mu_debye is None:
             self.mu_debye = np.linalg.norm(self.mu_vec_debye.astype(np.float64), axis=1).astype(np.float32)
+        if "n_atoms" in f:
+            bad = np.flatnonzero(f["n_atoms"][:].astype(np.int64) != np.diff(self.offsets))
+            if len(bad):
+                raise DataError(f"{self.path}: array 'n_atoms' says molecule {bad[0]} has {f['n_atoms'][bad[0]]} "
+                                f"atoms but array 'offsets' gives {np.diff(self.offsets)[bad[0]]}")
         self.has_charges = head.charges is not None
         self.source = str(self.path)
+        self._checked: set[tuple[int, int]] = set()  # chunk ranges that passed the checks
 
     # ---- what the trainer asks of a dataset -----------------------------------------------------------------
 
@@ -111,14 +119,30 @@ class H5Stream:
 
     def read(self, lo: int, hi: int) -> MoleculeDataset:
         """Molecules ``lo:hi`` of the file, checked; error messages name molecules by their file index."""
-        chunk = load_h5(self.path, charges=self.charge_array, molecules=slice(lo, hi), check=False)
-        chunk.first_molecule, chunk.first_atom = lo, int(self.offsets[lo])
-        validate(chunk, self.species)
-        if self.physical_checks:
-            from .physics import check_physics
+        a0, a1 = int(self.offsets[lo]), int(self.offsets[hi])
+        f = self._file
+        try:
+            Z = f["Z"][a0:a1].astype(np.int64)
+            R = f["R"][a0:a1].astype(np.float32, copy=False)
+            q = f[self.charge_array][a0:a1].astype(np.float32, copy=False) if self.has_charges else None
+        except (OSError, ValueError, RuntimeError) as err:
+            raise DataError(f"{self.path}: molecules {lo}-{hi - 1} could not be read (truncated or corrupt file: "
+                            f"{' '.join(str(err).split())})") from None
+        chunk = MoleculeDataset(
+            Z=Z, R=R, offsets=self.offsets[lo:hi + 1] - a0, mu_debye=self.mu_debye[lo:hi], charges=q,
+            mu_vec_debye=None if self.mu_vec_debye is None else self.mu_vec_debye[lo:hi], source=self.source,
+            extra={k: v[lo:hi] for k, v in self.extra.items()}, first_molecule=lo, first_atom=a0)
+        if (lo, hi) not in self._checked:  # a later epoch reads the same, already checked, bytes
+            validate(chunk, self.species)
+            if self.physical_checks:
+                from .physics import check_physics
 
-            check_physics(chunk)
+                check_physics(chunk)
+            self._checked.add((lo, hi))
         return chunk
+
+    def close(self) -> None:
+        self._file.close()
 
     def chunks(self) -> Iterator[MoleculeDataset]:
         """Every chunk of the file in order (each checked as it is read)."""

@@ -292,7 +292,7 @@ def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Sa
         raise DataError(f"{dataset.source}: charge mode '{config.charges}' needs per-atom charges ('{config.charge_array}')")
     if mode == "stream":
         species = sorted(int(z) for z in (config.species or dataset.elements()))
-        dataset.species = species  # checked in every chunk as it is read
+        dataset.species = species  # checked in every chunk as it is first read
     else:
         species = sorted(int(z) for z in (config.species or np.unique(dataset.Z)))
         check_species(dataset, species)
