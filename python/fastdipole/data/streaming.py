@@ -71,7 +71,8 @@ class H5Stream:
         self.charge_array = charges
         self.chunk_molecules = int(chunk_molecules)
         self.physical_checks = physical_checks
-        self.species = None if species is None else sorted(int(z) for z in species)
+        self._checked: set[tuple[int, int]] = set()  # chunk ranges that passed the checks
+        self.species = species
         # load_h5 on one molecule checks the layout (arrays present, units, shapes, sound offsets); the
         # per-molecule arrays then stay in memory and each chunk reads only its atoms' rows.
         import h5py
@@ -93,7 +94,16 @@ class H5Stream:
                                 f"atoms but array 'offsets' gives {np.diff(self.offsets)[bad[0]]}")
         self.has_charges = head.charges is not None
         self.source = str(self.path)
-        self._checked: set[tuple[int, int]] = set()  # chunk ranges that passed the checks
+
+    @property
+    def species(self) -> list[int] | None:
+        """Allowed atomic numbers, checked in each chunk (None: any)."""
+        return self._species
+
+    @species.setter
+    def species(self, value) -> None:
+        self._species = None if value is None else sorted(int(z) for z in value)
+        self._checked.clear()  # chunks checked against other species are checked again
 
     # ---- what the trainer asks of a dataset -----------------------------------------------------------------
 
