@@ -120,3 +120,48 @@ def test_evaluate_reports_the_charge_metrics(dataset, model):
         assert key in m, key
     assert m["total_charge_max_abs_e"] < 1e-5  # the default model is neutral
     assert 0.0 <= m["direction_agreement"] <= 1.0 and -1.0 <= m["charge_pearson_r"] <= 1.0
+
+
+def _molecules(pred, lo, hi):
+    """Molecules lo:hi of Predictions ``pred``."""
+    a, b = pred.atom_offsets[lo], pred.atom_offsets[hi]
+    per_atom = {"charges_pred", "charges_label", "Z"}
+    fields = {}
+    for name, value in pred._asdict().items():
+        if name == "atom_offsets":
+            fields[name] = value[lo:hi + 1] - a
+        elif value is None:
+            fields[name] = None
+        else:
+            fields[name] = value[a:b] if name in per_atom else value[lo:hi]
+    return type(pred)(**fields)
+
+
+def test_block_by_block_metrics_equal_the_reference_definitions(dataset, model):
+    """The accumulator behind every evaluation (metrics_from_predictions, streamed evaluation) against the plain
+    definitions in fastdipole.evaluation.metrics, with the predictions fed in uneven blocks."""
+    from fastdipole.evaluation.accumulate import MetricAccumulator
+    from fastdipole.evaluation.evaluate import predict
+    from fastdipole.evaluation.metrics import centred_charge_mae, charge_metrics_by_element, pearson_r, \
+        total_charge_metrics
+
+    whole = predict(model, dataset)
+    acc = MetricAccumulator(sample_atoms=1000, expected_atoms=len(whole.charges_pred), seed=3)
+    for lo, hi in ((0, 7), (7, 120), (120, 121), (121, 200)):
+        acc.add(_molecules(whole, lo, hi))
+    got = acc.metrics()
+    ref = charge_metrics(whole.charges_pred, whole.charges_label)
+    for key in ("charge_mae_e", "charge_rmse_e", "n_atoms"):
+        assert got[key] == pytest.approx(ref[key], rel=1e-12), key
+    assert got["charge_pearson_r"] == pytest.approx(pearson_r(whole.charges_pred, whole.charges_label), abs=1e-9)
+    assert got["charge_mae_centred_e"] == pytest.approx(
+        centred_charge_mae(whole.charges_pred, whole.charges_label, whole.atom_offsets), rel=1e-12)
+    by_element = charge_metrics_by_element(whole.charges_pred, whole.charges_label, whole.Z)
+    assert got["charge_by_element"].keys() == by_element.keys()
+    for z, v in by_element.items():
+        assert got["charge_by_element"][z]["charge_mae_e"] == pytest.approx(v["charge_mae_e"], rel=1e-12)
+    tc = total_charge_metrics(whole.charges_pred, whole.atom_offsets, whole.total_charge)
+    assert got["total_charge_max_abs_e"] == pytest.approx(tc["total_charge_max_abs_e"], rel=1e-9, abs=1e-15)
+    assert got["dipole_mae_debye"] == pytest.approx(evaluate(model, dataset).metrics["dipole_mae_debye"], rel=1e-12)
+    _, _, (labels, preds) = acc.plot_points()
+    assert 500 < len(labels) < 1600 and len(labels) == len(preds)  # the sample, not every atom

@@ -11,15 +11,7 @@ from ..data import BatchLoader, MoleculeDataset
 from ..device import resolve_device
 from ..nn.dipole import centroid_point_dipole
 from ..units import DEBYE_PER_E_ANGSTROM
-from .metrics import (
-    centred_charge_mae,
-    charge_metrics,
-    charge_metrics_by_element,
-    dipole_metrics,
-    dipole_vector_metrics,
-    direction_agreement,
-    total_charge_metrics,
-)
+from .accumulate import DEFAULT_SAMPLE_ATOMS, MetricAccumulator
 
 
 class Predictions(NamedTuple):
@@ -48,10 +40,13 @@ class Predictions(NamedTuple):
 
 
 class EvaluationResult(NamedTuple):
-    """``metrics`` (JSON-ready dict, units in the key names) and the raw ``predictions``."""
+    """``metrics`` (JSON-ready dict, units in the key names), the raw ``predictions`` (None for a streamed
+    evaluation) and ``plot_points``: (|mu| labels, |mu| predictions) in D and (charge labels, predictions) in e,
+    or None without labels (a streamed evaluation keeps a random sample of the atoms)."""
 
     metrics: dict
-    predictions: Predictions
+    predictions: Predictions | None
+    plot_points: tuple | None = None
 
 
 @torch.no_grad()
@@ -152,23 +147,10 @@ def concat_predictions(parts: list[Predictions]) -> Predictions:
 
 def metrics_from_predictions(pred: Predictions) -> dict:
     """Dipole metrics (D, e*A, %); mean and max |total charge error| (e); with charge labels also charge
-    MAE / RMSE (e) raw, per element and after removing each molecule's mean charge, and the share of molecules
-    whose predicted dipole points with the label charges' point dipole (``direction_agreement``)."""
-    metrics = dipole_metrics(pred.mu_pred_debye, pred.mu_label_debye)
-    if pred.mu_vec_label_debye is not None and pred.dipole_pred_e_angstrom is not None:
-        metrics.update(dipole_vector_metrics(pred.dipole_pred_e_angstrom, pred.mu_vec_label_debye))
-    if pred.charges_label is not None:
-        metrics.update(charge_metrics(pred.charges_pred, pred.charges_label))
-        metrics["charge_mae_centred_e"] = centred_charge_mae(pred.charges_pred, pred.charges_label, pred.atom_offsets)
-        if pred.Z is not None:
-            metrics["charge_by_element"] = charge_metrics_by_element(pred.charges_pred, pred.charges_label, pred.Z)
-        if pred.dipole_label_charges_e_angstrom is not None and pred.dipole_pred_e_angstrom is not None:
-            metrics.update(direction_agreement(pred.dipole_pred_e_angstrom, pred.dipole_label_charges_e_angstrom))
-    else:
-        metrics.update({"n_atoms": int(len(pred.charges_pred)), "charge_mae_e": None, "charge_rmse_e": None,
-                        "charge_mae_centred_e": None, "direction_agreement": None})
-    metrics.update(total_charge_metrics(pred.charges_pred, pred.atom_offsets, pred.total_charge))
-    return metrics
+    MAE / RMSE (e) raw, per element and after removing each molecule's mean charge, the Pearson r, and the share
+    of molecules whose predicted dipole points with the label charges' point dipole (``direction_agreement``).
+    Computed by :class:`~fastdipole.evaluation.accumulate.MetricAccumulator`, as a streamed evaluation is."""
+    return MetricAccumulator(sample_atoms=None).add(pred).metrics()
 
 
 def evaluate(model, dataset: MoleculeDataset, indices=None, batch_size: int = 512, device=None,
@@ -178,8 +160,30 @@ def evaluate(model, dataset: MoleculeDataset, indices=None, batch_size: int = 51
     Returns ``EvaluationResult(metrics, predictions)``; ``metrics`` keys carry their units
     (``dipole_mae_debye``, ``dipole_mae_e_angstrom``, ``charge_mae_e``, ...).
     """
+    from ..data.streaming import H5Stream
+
+    if isinstance(dataset, H5Stream):
+        if charges is not None:
+            raise ValueError("charges= replaces labels of an in-memory dataset only")
+        return evaluate_streamed(model, dataset, indices, batch_size, device)
     pred = predict(model, dataset, indices, batch_size, device, charges)
-    return EvaluationResult(metrics_from_predictions(pred), pred)
+    acc = MetricAccumulator(sample_atoms=None).add(pred)
+    return EvaluationResult(acc.metrics(), pred, acc.plot_points())
+
+
+def evaluate_streamed(model, stream, indices=None, batch_size: int = 512, device=None,
+                      sample_atoms: int = DEFAULT_SAMPLE_ATOMS) -> EvaluationResult:
+    """:func:`evaluate` over an :class:`~fastdipole.data.streaming.H5Stream`, batch by batch: memory grows with
+    the molecules (~100 bytes each), not their atoms; the charge parity plot gets ``sample_atoms`` atoms."""
+    from ..data.streaming import StreamingBatchLoader
+
+    param = next(model.parameters())
+    loader = StreamingBatchLoader(stream, indices, batch_size, shuffle=False, dtype=param.dtype)
+    n_atoms = int(np.diff(stream.offsets)[loader.indices].sum())
+    acc = MetricAccumulator(sample_atoms=sample_atoms, expected_atoms=n_atoms)
+    for batch in loader:
+        acc.add(predict_batches(model, [batch], device))
+    return EvaluationResult(acc.metrics(), None, acc.plot_points())
 
 
 def save_evaluation(result: EvaluationResult, out_dir, title: str = "", extra: dict | None = None) -> dict:
@@ -194,15 +198,13 @@ def save_evaluation(result: EvaluationResult, out_dir, title: str = "", extra: d
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pred = result.predictions
+    mu_label, mu_pred, charges = result.plot_points
     paths = {"metrics": atomic_write_json({**(extra or {}), **result.metrics}, out / "metrics.json")}
     paths["dipole_parity"] = parity_plot(
-        pred.mu_label_debye, pred.mu_pred_debye, out / "dipole_parity.png",
-        quantity="dipole magnitude |mu|", units="D", title=title,
+        mu_label, mu_pred, out / "dipole_parity.png", quantity="dipole magnitude |mu|", units="D", title=title,
     )
-    if pred.charges_label is not None:
+    if charges is not None:
         paths["charge_parity"] = parity_plot(
-            pred.charges_label, pred.charges_pred, out / "charge_parity.png",
-            quantity="atomic charge", units="e", title=title,
+            charges[0], charges[1], out / "charge_parity.png", quantity="atomic charge", units="e", title=title,
         )
     return paths

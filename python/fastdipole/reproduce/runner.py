@@ -115,7 +115,7 @@ def check_run_settings(run_dir, config: TrainConfig) -> None:
     saved, _ = read_config(run_dir)
     diffs = []
     for name, value in config.to_dict().items():
-        if name in RESUMABLE_FIELDS or name == "data":
+        if name in RESUMABLE_FIELDS or name == "data" or TrainConfig.resolved_later(name, value):
             continue
         if getattr(saved, name) != value:
             diffs.append(f"{name}={getattr(saved, name)!r} (planned {value!r})")

@@ -151,6 +151,12 @@ class TrainConfig:
         if self.charge_warmup_epochs and self.charges == "none":
             raise ValueError("charge_warmup_epochs needs charge labels (charges 'mulliken' or 'average', not 'none')")
 
+    @staticmethod
+    def resolved_later(name: str, value) -> bool:
+        """Whether ``value`` of field ``name`` means "whatever the run resolves" (species None: the data's
+        elements; data_mode "auto": memory or stream by file size), so it matches any saved value."""
+        return (name == "species" and value is None) or (name == "data_mode" and value == "auto")
+
     # ---- (de)serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -256,7 +256,7 @@ def _check_resume_config(saved: TrainConfig, asked: TrainConfig, run_dir: Path) 
     for name, value in asked.to_dict().items():
         if name in RESUMABLE_FIELDS or name == "data":
             continue
-        if name == "species" and value is None:
+        if TrainConfig.resolved_later(name, value):
             continue
         if getattr(saved, name) != value:
             diffs.append(f"{name}={value!r} (run has {getattr(saved, name)!r})")
