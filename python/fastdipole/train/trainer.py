@@ -142,7 +142,9 @@ def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, 
     say = (log or (lambda msg: _tqdm().write(msg))) if writer else (lambda msg: None)
     # Setup reads only; every rank checks it and they agree before rank 0 writes anything.
     try:
-        config, run_dir, saved = _prepare(config, resume or dist.restart_count > 0, writer)
+        # Workers that torchrun restarted (--max-restarts) continue the run their predecessors checkpointed.
+        restarted = dist.restart_count > 0 and config.out is not None and (Path(config.out) / LAST).exists()
+        config, run_dir, saved = _prepare(config, resume or restarted, writer)
         torch.set_num_threads(config.resolved_threads())
         backend = _resolved_backend(config.backend)  # fails early if compiled kernels are asked for but missing
         # Data, split and charge labels come before anything is written (their errors leave no files).
