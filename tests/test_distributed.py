@@ -24,7 +24,8 @@ import torch
 
 from fastdipole.data import BatchLoader, load_h5, save_h5
 from fastdipole.data.batching import shard_order
-from fastdipole.evaluation.evaluate import concat_predictions, metrics_from_predictions, predict
+from fastdipole.evaluation.accumulate import MetricAccumulator
+from fastdipole.evaluation.evaluate import accumulate, metrics_from_predictions, predict
 from fastdipole.train import load_checkpoint, read_history
 from fastdipole.train.run_folder import load_model
 
@@ -216,13 +217,16 @@ def test_loader_shards_every_epoch(qm9_h5_path):
         BatchLoader(dataset, np.arange(50), 6, rank=2, world_size=2)
 
 
-def test_gathered_validation_predictions_give_the_metrics_of_all(tiny_run):
+def test_merged_validation_sums_give_the_metrics_of_all(tiny_run):
+    """What each rank's validation share adds up to (the trainer merges the ranks' accumulators)."""
     run, data = tiny_run
     dataset = load_h5(data)
     model = load_model(run)
     whole = metrics_from_predictions(predict(model, dataset))
-    parts = [predict(model, dataset, np.arange(dataset.n_molecules)[r::3]) for r in range(3)]
-    merged = metrics_from_predictions(concat_predictions(parts))
-    for key in ("dipole_mae_debye", "dipole_rmse_debye", "charge_mae_e", "charge_mae_centred_e",
-                "direction_agreement", "total_charge_max_abs_e"):
-        assert merged[key] == pytest.approx(whole[key], rel=1e-9, abs=1e-12), key
+    shares = np.array_split(np.arange(dataset.n_molecules), 3)
+    merged = MetricAccumulator.merged([accumulate(model, dataset, share, 64, sample_atoms=0) for share in shares]
+                                      + [MetricAccumulator()])  # a rank that saw no molecules
+    got = merged.metrics()
+    for key in ("dipole_mae_debye", "dipole_rmse_debye", "charge_mae_e", "charge_mae_centred_e", "charge_pearson_r",
+                "direction_agreement", "direction_cos_median", "total_charge_max_abs_e", "n_atoms"):
+        assert got[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-12), key

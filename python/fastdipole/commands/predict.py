@@ -56,11 +56,10 @@ def command(structures, run_dir, smiles, smiles_files, charge, skip_invalid, whi
     with contextlib.ExitStack() as files:
         mol_csv = _csv_writer(files, out, MOLECULE_COLUMNS)
         atom_csv = _csv_writer(files, atom_charges, ATOM_COLUMNS)
-        for block in screening.blocks(structures, smiles, smiles_files):
+        for block in screening.blocks(structures, smiles, smiles_files, skip_invalid):
             if mol_csv is not None:
                 mol_csv.writerows(block.rows)
-            if out is None or len(shown) < _SHOWN_WITH_OUT:
-                shown += block.rows
+            shown += block.rows if out is None else block.rows[:max(0, _SHOWN_WITH_OUT - len(shown))]
             if atom_csv is not None:
                 _write_atoms(atom_csv, block)
         screening.check_outcome(skip_invalid)  # an error here discards the unfinished CSV files

@@ -34,7 +34,8 @@ def average_charge_labels(dataset: MoleculeDataset, means: dict[int, float]) -> 
     if len(missing):
         m = dataset.molecule_of_atom(missing[0])
         raise DataError(
-            f"{dataset.source}: array 'Z': molecule {m} has element Z={dataset.Z[missing[0]]} "
+            f"{dataset.source}: array 'Z': molecule {m + dataset.first_molecule} has element "
+            f"Z={dataset.Z[missing[0]]} "
             f"with no mean charge (known elements: {sorted(means)})"
         )
     return labels.astype(np.float32)

@@ -8,10 +8,10 @@ molecule is named by its index in the file.
 
 :class:`StreamingBatchLoader` shuffles by chunks: each epoch draws a random order of the chunks (seeded by
 ``seed + epoch``), groups them into windows of ``window_chunks`` chunks and shuffles the molecules within each
-window. A batch then holds molecules of at most two windows' worth of chunks, and at most ``window_chunks + 1``
-chunks are in memory at once. In a distributed run each rank takes every N-th window of the epoch's order, so
-it reads its own part of the file (the ranks' step counts are cut to the smallest, which all ranks compute
-alike).
+window. A batch then holds molecules of at most two windows, and at most ``2 * window_chunks`` chunks are in
+memory at once (at a window boundary). In a distributed run the epoch's order is cut to a multiple of the
+world size and each rank takes one contiguous share of it, so it reads its own stretch of windows and all
+ranks take the same number of steps.
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ class StreamingBatchLoader:
 
     Same interface as :class:`~fastdipole.data.BatchLoader` (``set_epoch``, ``len``, iteration, ``indices``);
     ``charge_labels`` (a function of a chunk returning its per-atom labels, e) replaces the file's charges.
-    Without ``shuffle`` the molecules come in file order.
+    Without ``shuffle`` the molecules come in file order (not in the order of ``indices``; each batch's
+    ``index`` says which molecules it holds).
     """
 
     def __init__(self, stream: H5Stream, indices=None, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
@@ -239,49 +240,49 @@ class StreamingBatchLoader:
         if rng is not None:
             chunks = rng.permutation(chunks)
         windows = [chunks[w:w + self.window_chunks] for w in range(0, len(chunks), self.window_chunks)]
-        per_rank: list[list[np.ndarray]] = [[] for _ in range(self.world_size)]
-        for w, window in enumerate(windows):
+        parts = []
+        for window in windows:
             members = np.concatenate([self._members[c] for c in window]) if len(window) else np.zeros(0, np.int64)
-            if rng is not None:
-                members = members[rng.permutation(len(members))]
-            per_rank[w % self.world_size].append(members)
-        orders = [np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in per_rank]
-        usable = min(len(o) for o in orders)  # equal step counts on every rank
-        mine = orders[self.rank][:usable] if self.world_size > 1 else orders[0]
+            parts.append(members[rng.permutation(len(members))] if rng is not None else members)
+        order = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        if self.world_size > 1:  # a contiguous share each: every rank reads its own stretch of windows
+            share = len(order) // self.world_size
+            order = order[self.rank * share:(self.rank + 1) * share]
         starts = np.array([lo for lo, _ in self._ranges], dtype=np.int64)
-        return mine, np.searchsorted(starts, mine, side="right") - 1
+        return order, np.searchsorted(starts, order, side="right") - 1
 
     def __len__(self) -> int:
-        n = len(self.order(0)[0]) if self.world_size > 1 else len(self.indices)
+        n = len(self.indices) // self.world_size
         return -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         molecules, chunk_ids = self.order(self.epoch)
         self.epoch += 1
         last_use = {int(c): i for i, c in enumerate(chunk_ids)}  # position of each chunk's last molecule
-        loaded: dict[int, MoleculeDataset] = {}
+        loaded: dict[int, tuple[MoleculeDataset, np.ndarray | None]] = {}  # chunk, its charge labels
         for start in range(0, len(molecules), self.batch_size):
             mols, cids = molecules[start:start + self.batch_size], chunk_ids[start:start + self.batch_size]
             for c in np.unique(cids):
                 if int(c) not in loaded:
-                    loaded[int(c)] = self.stream.read(*self._ranges[int(c)])
+                    chunk = self.stream.read(*self._ranges[int(c)])
+                    labels = self.charge_labels(chunk) if self.charge_labels is not None else chunk.charges
+                    loaded[int(c)] = chunk, labels
             yield self._collate(mols, cids, loaded)
             end = start + len(mols) - 1
             for c in [c for c in loaded if last_use[c] <= end]:
                 del loaded[c]
 
-    def _collate(self, molecules: np.ndarray, chunk_ids: np.ndarray, loaded: dict[int, MoleculeDataset]) -> Batch:
+    def _collate(self, molecules: np.ndarray, chunk_ids: np.ndarray, loaded: dict) -> Batch:
         """The batch of ``molecules`` (file indices), grouped by chunk (the order within a batch is free)."""
         keep = np.argsort(chunk_ids, kind="stable")
         molecules, chunk_ids = molecules[keep], chunk_ids[keep]
         parts = {k: [] for k in ("Z", "R", "q", "mu", "mu_vec", "total", "counts")}
         for c in np.unique(chunk_ids):
-            chunk = loaded[int(c)]
+            chunk, labels = loaded[int(c)]
             local = molecules[chunk_ids == c] - chunk.first_molecule
             atoms, offsets = atom_indices(chunk.offsets, local)
             parts["Z"].append(chunk.Z[atoms])
             parts["R"].append(chunk.R[atoms])
-            labels = self.charge_labels(chunk) if self.charge_labels is not None else chunk.charges
             if labels is not None:
                 parts["q"].append(labels[atoms])
             parts["mu"].append(chunk.mu_debye[local])

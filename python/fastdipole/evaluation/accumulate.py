@@ -50,7 +50,9 @@ class ChargeSums:
         mx, my = s["x"] / n, s["y"] / n
         vx, vy = s["xx"] / n - mx * mx, s["yy"] / n - my * my
         cov = s["xy"] / n - mx * my
-        r = float(cov / np.sqrt(vx * vy)) if n >= 2 and vx > 1e-300 and vy > 1e-300 else float("nan")
+        # values constant within rounding (raw moments leave noise of ~1e-16 of the mean square): no correlation
+        tiny = 1e-12 * max(s["xx"] / n, s["yy"] / n, 1e-300)
+        r = float(cov / np.sqrt(vx * vy)) if n >= 2 and vx > tiny and vy > tiny else float("nan")
         return {"n_atoms": int(n), "charge_mae_e": float(s["abs"] / n), "charge_rmse_e": float(np.sqrt(s["sq"] / n)),
                 "charge_pearson_r": max(-1.0, min(1.0, r)) if r == r else r}
 
@@ -67,8 +69,8 @@ class ChargeSums:
 class MetricAccumulator:
     """Metrics of :class:`~fastdipole.evaluation.Predictions` added block by block (module doc).
 
-    ``sample_atoms``: how many atoms (predicted, label charge) to keep for the parity plot (reservoir-free:
-    each block contributes in proportion to its atoms, drawn with ``seed``); None keeps every atom."""
+    ``sample_atoms``: about how many atoms (predicted, label charge) to keep for the parity plot out of
+    ``expected_atoms`` (each atom kept with the same chance, drawn with ``seed``); None keeps every atom, 0 none."""
 
     def __init__(self, sample_atoms: int | None = DEFAULT_SAMPLE_ATOMS, expected_atoms: int | None = None,
                  seed: int = 0):
@@ -78,8 +80,11 @@ class MetricAccumulator:
                                                                 "mu_vec", "excess")}
         self.sample_parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_atoms = 0
-        self.keep_share = 1.0 if sample_atoms is None or not expected_atoms else \
-            min(1.0, sample_atoms / max(expected_atoms, 1))
+        if sample_atoms == 0:
+            self.keep_share = 0.0
+        else:
+            self.keep_share = 1.0 if sample_atoms is None or not expected_atoms else \
+                min(1.0, sample_atoms / max(expected_atoms, 1))
         self.rng = np.random.default_rng(seed)
 
     def add(self, pred) -> "MetricAccumulator":
@@ -104,6 +109,24 @@ class MetricAccumulator:
                 if self.keep_share < 1.0 else slice(None)
             self.sample_parts.append((np.asarray(pred.charges_label)[keep], np.asarray(pred.charges_pred)[keep]))
         return self
+
+    @classmethod
+    def merged(cls, parts: list["MetricAccumulator"]) -> "MetricAccumulator":
+        """One accumulator holding the molecules of ``parts`` in order (e.g. the ranks of a distributed run);
+        parts that saw no molecules are ignored."""
+        out = cls(sample_atoms=None)
+        parts = [p for p in parts if p.has_labels is not None]
+        for p in parts:
+            for key in out.molecule_parts:
+                out.molecule_parts[key] += p.molecule_parts[key]
+            for key in out.charges.sums:
+                out.charges.sums[key] += p.charges.sums[key]
+            out.charges.abs_centred += p.charges.abs_centred
+            out.sample_parts += p.sample_parts
+            out.n_atoms += p.n_atoms
+        if parts:
+            out.has_labels = all(p.has_labels for p in parts)
+        return out
 
     def _cat(self, key, shape=(0,)):
         return np.concatenate(self.molecule_parts[key]) if self.molecule_parts[key] else np.zeros(shape)

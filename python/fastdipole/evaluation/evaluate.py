@@ -125,26 +125,6 @@ def predict_batches(model, batches, device=None) -> Predictions:
     )
 
 
-def concat_predictions(parts: list[Predictions]) -> Predictions:
-    """One :class:`Predictions` holding the molecules of ``parts`` one after the other (e.g. the shares of the
-    processes of a distributed run); optional fields stay None when the parts have none."""
-    if len(parts) == 1:
-        return parts[0]
-    fields = {}
-    for name in Predictions._fields:
-        values = [getattr(p, name) for p in parts]
-        if name == "atom_offsets":
-            counts = np.concatenate([np.diff(v) for v in values])
-            offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            fields[name] = offsets
-        elif all(v is None for v in values):
-            fields[name] = None
-        else:
-            fields[name] = np.concatenate(values)
-    return Predictions(**fields)
-
-
 def metrics_from_predictions(pred: Predictions) -> dict:
     """Dipole metrics (D, e*A, %); mean and max |total charge error| (e); with charge labels also charge
     MAE / RMSE (e) raw, per element and after removing each molecule's mean charge, the Pearson r, and the share
@@ -174,16 +154,28 @@ def evaluate(model, dataset: MoleculeDataset, indices=None, batch_size: int = 51
 def evaluate_streamed(model, stream, indices=None, batch_size: int = 512, device=None,
                       sample_atoms: int = DEFAULT_SAMPLE_ATOMS) -> EvaluationResult:
     """:func:`evaluate` over an :class:`~fastdipole.data.streaming.H5Stream`, batch by batch: memory grows with
-    the molecules (~100 bytes each), not their atoms; the charge parity plot gets ``sample_atoms`` atoms."""
-    from ..data.streaming import StreamingBatchLoader
+    the molecules (~100 bytes each), not their atoms; the charge parity plot gets about ``sample_atoms`` atoms."""
+    acc = accumulate(model, stream, indices, batch_size, device, sample_atoms)
+    return EvaluationResult(acc.metrics(), None, acc.plot_points())
+
+
+def accumulate(model, dataset, indices=None, batch_size: int = 512, device=None,
+               sample_atoms: int | None = DEFAULT_SAMPLE_ATOMS) -> MetricAccumulator:
+    """Predict ``indices`` of ``dataset`` (in memory or an :class:`~fastdipole.data.streaming.H5Stream`) batch by
+    batch into a :class:`MetricAccumulator` (``sample_atoms`` as there)."""
+    from ..data.streaming import H5Stream, StreamingBatchLoader
 
     param = next(model.parameters())
-    loader = StreamingBatchLoader(stream, indices, batch_size, shuffle=False, dtype=param.dtype)
-    n_atoms = int(np.diff(stream.offsets)[loader.indices].sum())
+    if isinstance(dataset, H5Stream):
+        loader = StreamingBatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
+        n_atoms = int(np.diff(dataset.offsets)[loader.indices].sum())
+    else:
+        loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
+        n_atoms = int(np.diff(dataset.offsets)[loader.indices].sum())
     acc = MetricAccumulator(sample_atoms=sample_atoms, expected_atoms=n_atoms)
     for batch in loader:
         acc.add(predict_batches(model, [batch], device))
-    return EvaluationResult(acc.metrics(), None, acc.plot_points())
+    return acc
 
 
 def save_evaluation(result: EvaluationResult, out_dir, title: str = "", extra: dict | None = None) -> dict:

@@ -35,6 +35,8 @@ from .evaluate import predict
 
 #: Molecules per block (an .h5 chunk) of ``fastdipole predict``.
 DEFAULT_BLOCK_MOLECULES = 16_384
+#: Without --skip-invalid, inputs larger than this stop at the first block with invalid molecules.
+EARLY_STOP_MOLECULES = 10_000
 
 #: Columns of a molecule row that carry predictions (units in the names); a skipped molecule leaves them empty.
 VALUE_COLUMNS = ("mu_debye", "mu_e_angstrom", "mu_x_e_angstrom", "mu_y_e_angstrom", "mu_z_e_angstrom",
@@ -67,10 +69,18 @@ class Screening:
         self.problems: list[tuple[str, str]] = []  # the first MAX_LISTED_PROBLEMS
         self.n_problems = 0
 
-    def blocks(self, structures=(), smiles=(), smiles_files=()) -> Iterator[Block]:
-        """Every input molecule, in input order, in blocks."""
+    def blocks(self, structures=(), smiles=(), smiles_files=(), skip_invalid: bool = True) -> Iterator[Block]:
+        """Every input molecule, in input order, in blocks. Without ``skip_invalid`` a large input stops at the
+        first block with invalid molecules once ``EARLY_STOP_MOLECULES`` have been read (a small one is read to
+        the end, so the error lists every invalid molecule)."""
         if not structures and not smiles and not smiles_files:
             raise DataError("no molecules to predict on: give structure files, --smiles or --smiles-file")
+        for block in self._all_blocks(structures, smiles, smiles_files):
+            yield block
+            if not skip_invalid and self.n_problems and self.n_molecules >= EARLY_STOP_MOLECULES:
+                self.check_outcome(skip_invalid, complete=False)
+
+    def _all_blocks(self, structures, smiles, smiles_files) -> Iterator[Block]:
         for path in structures:
             path = Path(path)
             if path.suffix.lower() in H5_SUFFIXES and path.is_file():
@@ -82,12 +92,14 @@ class Screening:
         if smiles:
             yield self._records_block([_smiles_record(s) for s in smiles])
 
-    def check_outcome(self, skip_invalid: bool) -> None:
-        """After all blocks: the one error about invalid molecules (without ``skip_invalid``), or about none left."""
+    def check_outcome(self, skip_invalid: bool, complete: bool = True) -> None:
+        """After all blocks: the one error about invalid molecules (without ``skip_invalid``), or about none left.
+        ``complete=False``: called before the end of the input (the counts are of the molecules read so far)."""
         if self.n_problems and not skip_invalid:
             listed = "; ".join(f"{name}: {why}" for name, why in self.problems)
             more = f"; and {self.n_problems - len(self.problems)} more" if self.n_problems > len(self.problems) else ""
-            raise DataError(f"{self.n_problems} of {self.n_molecules} molecules cannot be predicted ({listed}{more}); "
+            read = f"{self.n_molecules}" if complete else f"the first {self.n_molecules} (stopped there)"
+            raise DataError(f"{self.n_problems} of {read} molecules cannot be predicted ({listed}{more}); "
                             "--skip-invalid predicts the others")
         if self.n_predicted == 0:
             name, why = self.problems[0]

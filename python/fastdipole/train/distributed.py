@@ -127,21 +127,39 @@ def step_means(dist: Distributed):
     """(atom_mean, molecule_mean) for the loss: means over the atoms / molecules of the whole step, all ranks.
 
     Each is ``all_reduce([sum(x), count])`` then sum / count, one collective per mean. The all-reduce's
-    backward all-reduces the gradient as well: each
+    backward all-reduces the gradient as well (:func:`_all_reduce_with_grad`): each
     rank's gradient is then ``N`` times its share of the global loss's, and DDP's average over the ``N``
     ranks gives the gradient of the global loss exactly."""
-    # The functional collective carries autograd (its backward is an all-reduce of the gradient, sum);
-    # torch.distributed.nn.functional.all_reduce, which does the same, is deprecated in its favour.
-    from torch.distributed import _functional_collectives as collectives
-
     group = torch.distributed.group.WORLD
 
     def mean_over_step(x: torch.Tensor) -> torch.Tensor:
         count = torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device)
-        total = collectives.wait_tensor(collectives.all_reduce(torch.stack([x.sum(), count]), "sum", group))
+        total = _all_reduce_with_grad(torch.stack([x.sum(), count]), group)
         return total[0] / total[1]
 
     return mean_over_step, mean_over_step
+
+
+def _all_reduce_with_grad(tensor: torch.Tensor, group) -> torch.Tensor:
+    """Sum over ranks whose backward sums the gradients over ranks too. torch.distributed.nn.functional has
+    done this on every torch release we support (>= 2.4); it warns that it is deprecated in favour of
+    ``_functional_collectives.all_reduce``, whose backward only exists in recent releases, so it stays."""
+    import warnings
+
+    from torch.distributed.nn import functional as differentiable
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return differentiable.all_reduce(tensor, group=group)
+
+
+def broadcast_from_writer(value, dist: Distributed):
+    """Rank 0's ``value`` on every rank (a decision only rank 0 can make alike for all, e.g. a time budget)."""
+    if not dist.active:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_objects(obj, dist: Distributed) -> list:

@@ -42,13 +42,15 @@ from ..data import (
 )
 from ..device import resolve_device
 from ..errors import DataError, FastDipoleError
-from ..evaluation.evaluate import concat_predictions, metrics_from_predictions, predict
+from ..evaluation.accumulate import MetricAccumulator
+from ..evaluation.evaluate import accumulate
 from ..nn import DipoleModel
 from ..units import DEBYE_PER_E_ANGSTROM
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .distributed import SINGLE, Distributed, DistributedError, LauncherStop, agree, barrier, collective_failure, \
-    from_environment, gather_objects, leave, step_means, stopped_by_launcher
+from .distributed import SINGLE, Distributed, DistributedError, LauncherStop, agree, barrier, \
+    broadcast_from_writer, collective_failure, from_environment, gather_objects, leave, step_means, \
+    stopped_by_launcher
 from .graphed import GraphedTrainStep
 from .history import read_history, write_history
 from .loss import batch_loss
@@ -237,7 +239,8 @@ def _prepare(config: TrainConfig, resume: bool, writer: bool = True) -> tuple[Tr
         # Rows past the checkpoint (written just before an interruption) are redone.
         history = [row for row in read_history(run_dir) if row["epoch"] <= checkpoint["epoch"]]
         saved = _Saved(raw.get("run", {}), load_split(run_dir / SPLIT_FILE), means, checkpoint, history)
-    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    elif writer and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        # (rank 0 alone: it may be clearing a setup-only folder while the others look; its error reaches all)
         raise RunFolderError(
             f"{run_dir}: run folder exists and is not empty; use --resume to continue it or choose another --out"
         )
@@ -445,7 +448,9 @@ def _epoch_loop(config, run_dir: Path, model, step_model, optimizer, scheduler, 
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            reason = _stop_reason(config, lr, state.stale, time.perf_counter() - t0, epoch_times)
+            # rank 0 decides for all: the time budget depends on each rank's own clock
+            reason = broadcast_from_writer(
+                _stop_reason(config, lr, state.stale, time.perf_counter() - t0, epoch_times), dist)
             if reason:
                 stop_reason = reason
                 break
@@ -518,12 +523,14 @@ def _finish(run_dir: Path, state: _Progress, stop_reason: str, say) -> Path:
 
 
 def _validate(model, dataset, indices, batch_size, device, dist: Distributed) -> dict:
-    """Validation metrics; in a distributed run each rank predicts every N-th molecule and all ranks compute the
-    metrics of the gathered predictions (the same numbers on every rank)."""
-    if not dist.active:
-        return metrics_from_predictions(predict(model, dataset, indices, batch_size, device))
-    mine = predict(model, dataset, np.asarray(indices)[dist.rank::dist.world_size], batch_size, device)
-    return metrics_from_predictions(concat_predictions(gather_objects(mine, dist)))
+    """Validation metrics, batch by batch (a streamed file's validation split is never held in memory); in a
+    distributed run each rank predicts a contiguous share of the split (its own part of the file) and the ranks
+    merge their sums, so every rank computes the same numbers."""
+    share = np.array_split(np.asarray(indices), dist.world_size)[dist.rank] if dist.active else indices
+    acc = accumulate(model, dataset, share, batch_size, device, sample_atoms=0)
+    if dist.active:
+        acc = MetricAccumulator.merged(gather_objects(acc, dist))
+    return acc.metrics()
 
 
 def _train_epoch(model, loader, optimizer, config, device, epoch, bar, last_valid, graphed_step=None,
