@@ -213,3 +213,28 @@ def test_ions_get_their_total_charge(run, tmp_path):
     for r in rows:
         assert sums[r["molecule"]] == pytest.approx(float(r["total_charge_e"]), abs=1e-5), r["molecule"]
         assert float(r["sum_of_charges_e"]) == pytest.approx(float(r["total_charge_e"]), abs=1e-5)
+
+
+def test_a_large_input_stops_at_the_first_block_with_invalid_molecules(run, tmp_path, monkeypatch, qm9_h5_path):
+    """Without --skip-invalid a large .h5 stops once a block holds molecules the model cannot take (here F, which
+    the tiny model lacks) instead of predicting the rest first; no CSV is left behind."""
+    import fastdipole.evaluation.screening as screening
+
+    run_dir, _ = run
+    monkeypatch.setattr(screening, "DEFAULT_BLOCK_MOLECULES", 100)
+    monkeypatch.setattr(screening, "EARLY_STOP_MOLECULES", 100)
+    path = tmp_path / "with_f.h5"
+    save_h5(load_h5(qm9_h5_path, molecules=slice(100, 400)), path)  # molecule 180 (index 80 here) has F
+    out = tmp_path / "d.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(path), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "1 of the first 100 molecules read cannot be predicted" in result.output
+    assert "(reading stopped there)" in result.output
+    assert f"{path}:80: element F" in result.output
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+    skipped = CliRunner().invoke(main, ["predict", "--model", str(run_dir), str(path), "--out", str(out),
+                                        "--skip-invalid"])
+    assert skipped.exit_code == 0, skipped.output
+    rows = read_csv(out)
+    assert len(rows) == 300 and rows[80]["skipped"].startswith("element F")
+    assert "... 200 more molecules" in skipped.output  # the terminal shows the first 100

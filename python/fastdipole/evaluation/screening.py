@@ -61,10 +61,10 @@ class Block:
 class Screening:
     """Runs ``model`` over all inputs block by block; counts molecules and problems as it goes."""
 
-    def __init__(self, model, species, charge: float = 0.0, batch_size: int = 512,
-                 block_molecules: int = DEFAULT_BLOCK_MOLECULES):
+    def __init__(self, model, species, charge: float = 0.0, batch_size: int = 512, block_molecules: int | None = None):
         self.model, self.species, self.charge = model, sorted(int(s) for s in species), float(charge)
-        self.batch_size, self.block_molecules = int(batch_size), int(block_molecules)
+        self.batch_size = int(batch_size)
+        self.block_molecules = int(block_molecules or DEFAULT_BLOCK_MOLECULES)
         self.n_molecules = self.n_predicted = 0
         self.problems: list[tuple[str, str]] = []  # the first MAX_LISTED_PROBLEMS
         self.n_problems = 0
@@ -98,8 +98,9 @@ class Screening:
         if self.n_problems and not skip_invalid:
             listed = "; ".join(f"{name}: {why}" for name, why in self.problems)
             more = f"; and {self.n_problems - len(self.problems)} more" if self.n_problems > len(self.problems) else ""
-            read = f"{self.n_molecules}" if complete else f"the first {self.n_molecules} (stopped there)"
-            raise DataError(f"{self.n_problems} of {read} molecules cannot be predicted ({listed}{more}); "
+            read = f"{self.n_molecules} molecules" if complete else f"the first {self.n_molecules} molecules read"
+            stopped = "" if complete else " (reading stopped there)"
+            raise DataError(f"{self.n_problems} of {read} cannot be predicted ({listed}{more}){stopped}; "
                             "--skip-invalid predicts the others")
         if self.n_predicted == 0:
             name, why = self.problems[0]
