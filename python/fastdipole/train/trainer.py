@@ -142,6 +142,8 @@ def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, 
         device = torch.device("cuda", dist.local_rank)
     writer = dist.is_writer
     say = (log or (lambda msg: _tqdm().write(msg))) if writer else (lambda msg: None)
+    if dist.active and config.out is None:  # one timestamped folder for all ranks: rank 0's
+        config = config.replace(out=broadcast_from_writer(str(default_run_dir()), dist))
     # Setup reads only; every rank checks it and they agree before rank 0 writes anything.
     try:
         # Workers that torchrun restarted (--max-restarts) continue the run their predecessors checkpointed.
