@@ -89,6 +89,9 @@ def test_ctrl_c_saves_and_prints_the_resume_command(data, tmp_path):
     run = tmp_path / "run"
     proc = _start(_cli(data, run))
     _wait_for_epoch(proc, run, 1)
+    t0 = time.time()  # metrics.csv is written just before the checkpoint: wait for the checkpoint too
+    while load_checkpoint(run / "checkpoint_last.pt")["epoch"] < 1 and time.time() - t0 < 60:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
