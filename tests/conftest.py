@@ -27,6 +27,15 @@ def qm9_h5_path() -> Path:
     return path
 
 
+def qm9_slice(qm9_h5_path: Path, folder: Path, name: str, molecules: slice) -> Path:
+    """Molecules ``molecules`` of the real QM9 file saved as ``folder / name``: a small real-data file for tests."""
+    from fastdipole.data import load_h5, save_h5
+
+    path = folder / name
+    save_h5(load_h5(qm9_h5_path, molecules=molecules), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_run(qm9_h5_path, tmp_path_factory):
     """(run folder, data file): a tiny model (nf 8, 2 epochs) trained on 300 real QM9 molecules (H, C, N, O),

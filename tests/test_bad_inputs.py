@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, TINY_TRAIN
+from conftest import REPO, TINY_TRAIN, qm9_slice
 from fastdipole.cli import main
 from fastdipole.data import load_h5, save_h5
 
@@ -23,9 +23,7 @@ TINY = [*TINY_TRAIN, "--epochs", "1"]
 
 @pytest.fixture(scope="module")
 def good_h5(qm9_h5_path, tmp_path_factory):
-    path = tmp_path_factory.mktemp("catalog") / "good.h5"
-    save_h5(load_h5(qm9_h5_path, molecules=slice(8000, 8120)), path)
-    return path
+    return qm9_slice(qm9_h5_path, tmp_path_factory.mktemp("catalog"), "good.h5", slice(8000, 8120))
 
 
 def _edit(good: Path, tmp: Path, edit) -> Path:

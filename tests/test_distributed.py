@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastdipole.data import BatchLoader, load_h5, save_h5
+from fastdipole.data import BatchLoader, load_h5
 from fastdipole.data.batching import shard_order
 from fastdipole.evaluation.accumulate import MetricAccumulator
 from fastdipole.evaluation.evaluate import accumulate, metrics_from_predictions, predict
 from fastdipole.train import load_checkpoint, read_history
 from fastdipole.train.run_folder import load_model
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, qm9_slice
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -37,9 +37,8 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 
 @pytest.fixture(scope="module")
 def data(qm9_h5_path, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ddp") / "qm9_240.h5"
-    save_h5(load_h5(qm9_h5_path, molecules=slice(3000, 3240)), path)  # 192 training molecules: even
-    return path
+    # 192 training molecules: even
+    return qm9_slice(qm9_h5_path, tmp_path_factory.mktemp("ddp"), "qm9_240.h5", slice(3000, 3240))
 
 
 def _train(data, out, batch_size, *extra, processes=1, restarts=None):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, qm9_slice
 from fastdipole.cli import main
 from fastdipole.data import load_h5, save_h5
 from fastdipole.data.streaming import H5Stream, StreamingBatchLoader, choose_data_mode, in_memory_bytes
@@ -20,9 +20,7 @@ from fastdipole.train import load_checkpoint, read_history
 
 @pytest.fixture(scope="module")
 def data(qm9_h5_path, tmp_path_factory):
-    path = tmp_path_factory.mktemp("stream") / "qm9_260.h5"
-    save_h5(load_h5(qm9_h5_path, molecules=slice(5000, 5260)), path)
-    return path
+    return qm9_slice(qm9_h5_path, tmp_path_factory.mktemp("stream"), "qm9_260.h5", slice(5000, 5260))
 
 
 class CountingStream(H5Stream):

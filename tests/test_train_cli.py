@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, qm9_slice
 from fastdipole.cli import main
 from fastdipole.data import load_h5, load_split, save_h5
 from fastdipole.evaluation import evaluate
@@ -19,9 +19,7 @@ TINY = [*TINY_TRAIN, "--batch-size", "64"]
 
 @pytest.fixture(scope="module")
 def small_h5(qm9_h5_path, tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "qm9_250.h5"
-    save_h5(load_h5(qm9_h5_path, molecules=slice(5000, 5250)), path)
-    return path
+    return qm9_slice(qm9_h5_path, tmp_path_factory.mktemp("data"), "qm9_250.h5", slice(5000, 5250))
 
 
 @pytest.mark.parametrize("name", ["train", "evaluate"])

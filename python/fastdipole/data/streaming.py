@@ -224,9 +224,9 @@ class StreamingBatchLoader:
         self.epoch = 0
         ranges = stream.chunk_ranges()
         starts = np.array([lo for lo, _ in ranges], dtype=np.int64)
-        chunk_of = np.searchsorted(starts, np.sort(self.indices), side="right") - 1
-        bounds = np.searchsorted(chunk_of, np.arange(len(ranges) + 1))
         sorted_idx = np.sort(self.indices)
+        chunk_of = np.searchsorted(starts, sorted_idx, side="right") - 1
+        bounds = np.searchsorted(chunk_of, np.arange(len(ranges) + 1))
         self._ranges = ranges
         self._members = [sorted_idx[bounds[c]:bounds[c + 1]] for c in range(len(ranges))]  # molecules per chunk
 

@@ -10,8 +10,9 @@ Each record is named by its title (SDF), its ``name`` / ``title`` field (extxyz)
 ``total_charge`` array (.h5), ``atoms.info["charge"]`` (extxyz), else the ``charge`` argument (default 0).
 
 A record the model cannot take gets a ``problem``: an element outside ``species``, coincident atoms, no 3D
-coordinates, a SMILES RDKit cannot parse or embed, no atoms, a non-finite position. :func:`read_structures`
-refuses them all in one error that lists each (or, with ``skip_invalid``, leaves them out and returns them).
+coordinates, a SMILES RDKit cannot parse or embed, no atoms, a non-finite position.
+:class:`fastdipole.evaluation.screening.Screening` refuses them all in one error that lists each (or, with
+``skip_invalid``, leaves them out and reports them).
 An input that cannot be read at all (missing file, unknown format) is an error naming the file.
 """
 
@@ -212,34 +213,6 @@ def _symbol(z: int) -> str:
 
 
 # ---- all inputs ----------------------------------------------------------------------------------------
-
-
-def read_structures(paths=(), smiles=(), species=None, charge: float = 0.0, smiles_files=(),
-                    skip_invalid: bool = False) -> tuple[MoleculeDataset, list[Record]]:
-    """Every record of ``paths``, ``smiles_files`` and ``smiles`` (in that order), checked.
-
-    Returns the dataset of the valid records (in order; mu = 0, total charges in ``extra["total_charge"]``) and
-    every record in input order, each with its ``problem`` (None for the ones in the dataset). Without
-    ``skip_invalid`` any invalid record is a DataError listing each of them (up to ``MAX_LISTED_PROBLEMS``).
-    """
-    records = [r for path in paths for r in read_file(path, charge)]
-    records += [r for path in smiles_files for r in read_smiles_file(path)]
-    records += [_smiles_record(s) for s in smiles]
-    if not records:
-        raise DataError("no molecules to predict on: give structure files, --smiles or --smiles-file")
-    for r in records:
-        r.problem = record_problem(r, species)
-    problems = [r for r in records if r.problem is not None]
-    if problems and not skip_invalid:
-        listed = "; ".join(f"{r.name}: {r.problem}" for r in problems[:MAX_LISTED_PROBLEMS])
-        more = f"; and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
-        raise DataError(f"{len(problems)} of {len(records)} molecules cannot be predicted ({listed}{more}); "
-                        "--skip-invalid predicts the others")
-    good = [r for r in records if r.problem is None]
-    if not good:
-        raise DataError(f"none of the {len(records)} molecules can be predicted ({problems[0].name}: "
-                        f"{problems[0].problem})")
-    return _dataset(good), records
 
 
 def _dataset(records: list[Record]) -> MoleculeDataset:

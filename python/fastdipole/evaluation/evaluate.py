@@ -166,12 +166,9 @@ def accumulate(model, dataset, indices=None, batch_size: int = 512, device=None,
     from ..data.streaming import H5Stream, StreamingBatchLoader
 
     param = next(model.parameters())
-    if isinstance(dataset, H5Stream):
-        loader = StreamingBatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
-        n_atoms = int(np.diff(dataset.offsets)[loader.indices].sum())
-    else:
-        loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
-        n_atoms = int(np.diff(dataset.offsets)[loader.indices].sum())
+    kind = StreamingBatchLoader if isinstance(dataset, H5Stream) else BatchLoader
+    loader = kind(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
+    n_atoms = int(np.diff(dataset.offsets)[loader.indices].sum())
     acc = MetricAccumulator(sample_atoms=sample_atoms, expected_atoms=n_atoms)
     for batch in loader:
         acc.add(predict_batches(model, [batch], device))

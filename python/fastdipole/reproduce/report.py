@@ -240,7 +240,7 @@ def settings_section(inp: ReportInputs, done: list[RunSpec]) -> str:
         f"{p['plateau_patience']} epochs without a better validation |mu| MAE), exactly {p['epochs']} epochs per "
         f"main / sweep / size run and {p['recipe_epochs']} per recipe-search run (no early stopping); test metrics "
         "use the best-validation checkpoint.",
-        f"- Wall time: {_minutes(total)} over {len(inp.invocations)} invocation(s) of `fastdipole reproduce` "
+        f"- Wall time (recorded, not a budget: every run stops at its epoch count): {_minutes(total)} over {len(inp.invocations)} invocation(s) of `fastdipole reproduce` "
         f"(training {_minutes(train_total)} summed over {len(done)} finished runs, up to "
         f"{max((i.get('jobs', 1) for i in inp.invocations), default=1)} in parallel).",
         f"- Software: fastdipole {env.get('fastdipole')}, torch {env.get('torch')}, numpy {env.get('numpy')}, "
