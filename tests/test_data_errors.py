@@ -149,6 +149,19 @@ def test_coincident_atoms_across_sizes_report_first_molecule(mols):
         validate(ds)
 
 
+@pytest.mark.parametrize("threshold", [0.1, 1.0, 1.1])
+def test_close_atom_search_flags_the_molecules_all_pairs_flag(threshold):
+    """The neighbour-list search of the check against the all-pairs distances, on the 4,000 real molecules of the bundled sample (at
+    1.0 and 1.1 Angstrom some C-H and N-H bonds are below the threshold, so both sides flag many molecules)."""
+    from fastdipole.data.dataset import minimum_pair_distances, molecules_with_close_atoms
+
+    ds = load_h5(bundled_sample_path(), check=False)
+    ds.R[ds.offsets[7] + 1] = ds.R[ds.offsets[7]]  # one molecule with coincident atoms
+    expected = np.flatnonzero(minimum_pair_distances(ds) < threshold)
+    assert len(expected) >= 1
+    np.testing.assert_array_equal(molecules_with_close_atoms(ds, threshold), expected)
+
+
 def test_atoms_just_above_threshold_are_fine(mols):
     ds = mols.subset(np.arange(20))
     s = ds.offsets[2]

@@ -191,6 +191,23 @@ def test_torchrun_restarts_resume_from_the_last_checkpoint(data, tmp_path, unint
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_bad_data_in_another_ranks_share_stops_every_rank_before_training(data, tmp_path):
+    from fastdipole.data import save_h5
+
+    bad = load_h5(data)
+    bad.R[bad.offsets[130] + 2] = np.nan  # chunk 3 of chunks of 40: rank 1's share of the check
+    path = tmp_path / "bad.h5"
+    save_h5(bad, path)
+    run = tmp_path / "run"
+    result = _run(_train(path, run, 8, "--epochs", "2", "--data-mode", "stream", "--chunk-molecules", "40",
+                         processes=2))
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "molecule 130 has a NaN" in out, out[-3000:]
+    assert "another training process failed while setting up" in out
+    assert not (run / "metrics.csv").exists() and not (run / "checkpoint_last.pt").exists()
+
+
 # ---- the pieces, without processes ------------------------------------------------------------------------
 
 

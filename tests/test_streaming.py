@@ -121,6 +121,22 @@ def test_a_bad_molecule_in_a_late_chunk_is_named_by_its_file_index(data, tmp_pat
     result = CliRunner().invoke(main, ["train", "--data", str(path), "--out", str(tmp_path / "run"), "--epochs", "1",
                                        "--data-mode", "stream", "--chunk-molecules", "50", *TINY_TRAIN])
     assert result.exit_code == 2 and "molecule 213 has a NaN" in result.output
+    # the whole file is checked before training: the run stops before writing anything
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_the_check_pass_covers_each_ranks_share_and_then_all(data):
+    stream = CountingStream(data, chunk_molecules=40)
+    stream.reads = []
+    ranges = stream.chunk_ranges()  # 7 chunks
+    assert stream.check(1, 3) == sum(hi - lo for lo, hi in ranges[1::3])
+    assert stream.reads == [lo for lo, _ in ranges[1::3]] and stream._checked == set(ranges[1::3])
+    stream.check(1, 3)  # checked chunks are not read again
+    assert len(stream.reads) == len(ranges[1::3])
+    stream.mark_checked()
+    assert stream._checked == set(ranges)
+    stream.species = [1, 6]  # other species: every chunk is checked again
+    assert stream._checked == set()
 
 
 def test_auto_mode_streams_only_large_files(data):

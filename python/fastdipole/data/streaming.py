@@ -4,7 +4,8 @@
 molecule) and reads the per-atom arrays (Z, R, charges) one chunk of ``chunk_molecules`` consecutive molecules at
 a time, so every read is one contiguous range of the file. Each chunk is checked as it is read (the checks of
 :func:`~fastdipole.data.validate` and, unless switched off, :func:`~fastdipole.data.check_physics`), and a bad
-molecule is named by its index in the file.
+molecule is named by its index in the file. Training checks the whole file first (:meth:`H5Stream.check`, one
+read of it), so bad data stops a run before its first step; evaluation checks each chunk as it reads it.
 
 :class:`StreamingBatchLoader` shuffles by chunks: each epoch draws a random order of the chunks (seeded by
 ``seed + epoch``), groups them into windows of ``window_chunks`` chunks and shuffles the molecules within each
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .batching import Batch
+from .batching import Batch, BatchLoader
 from .dataset import MoleculeDataset, atom_indices, check_species, validate
 from .h5io import describe_h5, load_h5
 
@@ -150,6 +151,25 @@ class H5Stream:
                 check_physics(chunk)
             self._checked.add((lo, hi))
         return chunk
+
+    def check(self, rank: int = 0, world_size: int = 1) -> int:
+        """Read and check every ``world_size``-th chunk from chunk ``rank`` (all of them by default), so that a
+        bad molecule or an unreadable range stops a run before it trains rather than in the middle of an
+        epoch; returns the number of molecules checked. The checked chunks are not read again for checking.
+
+        In a distributed run every rank checks its share; once all ranks report success,
+        :meth:`mark_checked` records the rest as checked too.
+        """
+        n = 0
+        for lo, hi in self.chunk_ranges()[rank::world_size]:
+            if (lo, hi) not in self._checked:
+                self.read(lo, hi)
+            n += hi - lo
+        return n
+
+    def mark_checked(self) -> None:
+        """Record every chunk as checked (after each rank's :meth:`check` of its share passed)."""
+        self._checked.update(self.chunk_ranges())
 
     def close(self) -> None:
         self._file.close()
@@ -308,3 +328,21 @@ class StreamingBatchLoader:
             total_charge=torch.from_numpy(total).to(self.dtype) if np.any(total) else None,
             mu_vec_debye=tensor("mu_vec", self.dtype),
         )
+
+
+def loader_for(dataset, indices=None, batch_size: int = 64, *, shuffle: bool = False, seed: int = 0,
+               dtype: torch.dtype = torch.float32, charges=None, rank: int = 0, world_size: int = 1):
+    """The batches of molecules ``indices`` of ``dataset``: a :class:`~fastdipole.data.BatchLoader` for a
+    :class:`MoleculeDataset` in memory (shuffled molecule by molecule), a :class:`StreamingBatchLoader` for an
+    :class:`H5Stream` (shuffled by chunks).
+
+    ``charges`` replaces the file's per-atom charge labels (e): an array over the dataset's atoms in memory, a
+    function of a chunk returning its labels for a stream. ``rank`` / ``world_size``: this process's share.
+    """
+    if isinstance(dataset, H5Stream):
+        if charges is not None and not callable(charges):
+            raise ValueError("charges for a streamed dataset must be a function of a chunk, not an array")
+        return StreamingBatchLoader(dataset, indices, batch_size, shuffle=shuffle, seed=seed, dtype=dtype,
+                                    charge_labels=charges, rank=rank, world_size=world_size)
+    return BatchLoader(dataset, indices, batch_size, shuffle=shuffle, seed=seed, dtype=dtype, charges=charges,
+                       rank=rank, world_size=world_size)

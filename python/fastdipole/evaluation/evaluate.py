@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..data import BatchLoader, MoleculeDataset
+from ..data import MoleculeDataset
 from ..device import resolve_device
 from ..nn.dipole import centroid_point_dipole
 from ..units import DEBYE_PER_E_ANGSTROM
@@ -54,18 +54,13 @@ def predict(model, dataset, indices=None, batch_size: int = 512, device=None, ch
     """Run ``model`` over molecules ``indices`` (default all) in batches, without gradients.
 
     ``dataset``: a :class:`MoleculeDataset` in memory, or an :class:`~fastdipole.data.streaming.H5Stream`
-    (read chunk by chunk: memory bounded by the chunk size and the predictions kept). ``charges`` (float (N,)
-    over the whole dataset, e) replaces an in-memory dataset's charge labels.
+    (read chunk by chunk: memory bounded by the chunk size and the predictions kept). ``charges`` replaces the
+    charge labels (e), as in :func:`~fastdipole.data.streaming.loader_for`.
     """
-    from ..data.streaming import H5Stream, StreamingBatchLoader
+    from ..data.streaming import loader_for
 
     param = next(model.parameters())
-    if isinstance(dataset, H5Stream):
-        if charges is not None:
-            raise ValueError("charges= replaces labels of an in-memory dataset only")
-        loader = StreamingBatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
-    else:
-        loader = BatchLoader(dataset, indices, batch_size, shuffle=False, dtype=param.dtype, charges=charges)
+    loader = loader_for(dataset, indices, batch_size, dtype=param.dtype, charges=charges)
     return predict_batches(model, loader, device)
 
 
@@ -163,11 +158,10 @@ def accumulate(model, dataset, indices=None, batch_size: int = 512, device=None,
                sample_atoms: int | None = DEFAULT_SAMPLE_ATOMS) -> MetricAccumulator:
     """Predict ``indices`` of ``dataset`` (in memory or an :class:`~fastdipole.data.streaming.H5Stream`) batch by
     batch into a :class:`MetricAccumulator` (``sample_atoms`` as there)."""
-    from ..data.streaming import H5Stream, StreamingBatchLoader
+    from ..data.streaming import loader_for
 
     param = next(model.parameters())
-    kind = StreamingBatchLoader if isinstance(dataset, H5Stream) else BatchLoader
-    loader = kind(dataset, indices, batch_size, shuffle=False, dtype=param.dtype)
+    loader = loader_for(dataset, indices, batch_size, dtype=param.dtype)
     n_atoms = int(np.diff(dataset.offsets)[loader.indices].sum())
     acc = MetricAccumulator(sample_atoms=sample_atoms, expected_atoms=n_atoms)
     for batch in loader:

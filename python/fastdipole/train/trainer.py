@@ -24,9 +24,8 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write_json
-from ..data.streaming import H5Stream, StreamingBatchLoader, choose_data_mode
+from ..data.streaming import H5Stream, choose_data_mode, loader_for
 from ..data import (
-    BatchLoader,
     MoleculeDataset,
     average_charge_labels,
     check_physics,
@@ -152,13 +151,15 @@ def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, 
         torch.set_num_threads(config.resolved_threads())
         backend = _resolved_backend(config.backend)  # fails early if compiled kernels are asked for but missing
         # Data, split and charge labels come before anything is written (their errors leave no files).
-        config, dataset, split, labels, means = _build_data(config, dataset, saved)
+        config, dataset, split, labels, means = _build_data(config, dataset, saved, dist, say)
     except BaseException:
         agree(False, dist)
         raise
     if not agree(True, dist):
         raise DistributedError(f"rank {dist.rank}: another training process failed while setting up (its error "
                                "is printed above)")
+    if isinstance(dataset, H5Stream):
+        dataset.mark_checked()  # every rank checked its share of the chunks, and all passed
     if dist.restart_count > 0 and saved is not None:
         say(f"torchrun restarted the workers (restart {dist.restart_count}): resuming from the last checkpoint")
     isolated = [] if isinstance(dataset, H5Stream) else molecules_without_pairs(dataset, config.dist_hard_max)
@@ -170,7 +171,8 @@ def _train(config, resume, dataset, progress, on_epoch, log, dist: Distributed, 
     state = _start(run_dir, model, optimizer, scheduler, saved, say, writer)
     barrier(dist)  # the run folder is complete before any rank trains
 
-    loader = _loader(dataset, split["train"], config, labels, dist)
+    loader = loader_for(dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
+                        dtype=torch.float32, charges=labels, rank=dist.rank, world_size=dist.world_size)
     graphed_step = None
     if dist.active and device.type == "cuda" and config.cuda_graphs is not False:
         # Not yet: the graphed step would need DDP's gradient all-reduce outside the captured graph.
@@ -274,9 +276,10 @@ def _check_resume_config(saved: TrainConfig, asked: TrainConfig, run_dir: Path) 
     return saved.replace(**{k: getattr(asked, k) for k in RESUMABLE_FIELDS if k != "out"})
 
 
-def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Saved | None):
-    """The checked dataset (a :class:`MoleculeDataset` in memory, or an :class:`H5Stream` that checks each chunk
-    as it reads it), the config with its species, data path and data mode, the split, the loss's charge labels
+def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Saved | None,
+                dist: Distributed = SINGLE, say: Callable[[str], None] = print):
+    """The checked dataset (a :class:`MoleculeDataset` in memory, or an :class:`H5Stream` whose chunks were all
+    read and checked once, each rank checking its share), the config with its species, data path and data mode, the split, the loss's charge labels
     (None: the file's, or none; for a stream a function of a chunk) and the per-element means (average mode)."""
     path = config.data_path()
     mode = choose_data_mode(config.data_mode, path) if dataset is None else "memory"
@@ -299,7 +302,14 @@ def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Sa
         raise DataError(f"{dataset.source}: charge mode '{config.charges}' needs per-atom charges ('{config.charge_array}')")
     if mode == "stream":
         species = sorted(int(z) for z in (config.species or dataset.elements()))
-        dataset.species = species  # checked in every chunk as it is first read
+        dataset.species = species
+        # One pass over the file now, so that bad data stops the run here and not mid-epoch (where, in a
+        # distributed run, only one rank would see the error); training then reads without checking again.
+        started = time.perf_counter()
+        dataset.check(dist.rank, dist.world_size)
+        shared = f", each of the {dist.world_size} processes a share" if dist.active else ""
+        say(f"checked the {dataset.n_molecules} molecules of {dataset.source} before training "
+            f"({time.perf_counter() - started:.1f} s{shared})")
     else:
         species = sorted(int(z) for z in (config.species or np.unique(dataset.Z)))
         check_species(dataset, species)
@@ -333,16 +343,6 @@ def _train_means(dataset, train) -> dict[int, float]:
     if isinstance(dataset, H5Stream):
         return dataset.element_mean_charges(train)
     return element_mean_charges(dataset, train)
-
-
-def _loader(dataset, indices, config: TrainConfig, labels, dist: Distributed):
-    """The training batches: shuffled molecule by molecule in memory, chunk by chunk when streamed."""
-    if isinstance(dataset, H5Stream):
-        return StreamingBatchLoader(dataset, indices, config.batch_size, shuffle=True, seed=config.seed,
-                                    dtype=torch.float32, charge_labels=labels, rank=dist.rank,
-                                    world_size=dist.world_size)
-    return BatchLoader(dataset, indices, config.batch_size, shuffle=True, seed=config.seed, dtype=torch.float32,
-                       charges=labels, rank=dist.rank, world_size=dist.world_size)
 
 
 def _write_run_files(config, run_dir: Path, dataset, split, means, saved: _Saved | None, device, backend,
