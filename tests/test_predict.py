@@ -238,3 +238,27 @@ def test_a_large_input_stops_at_the_first_block_with_invalid_molecules(run, tmp_
     rows = read_csv(out)
     assert len(rows) == 300 and rows[80]["skipped"].startswith("element F")
     assert "... 200 more molecules" in skipped.output  # the terminal shows the first 100
+
+
+def test_hill_formulas_of_a_block_match_molecule_by_molecule_counting():
+    """The vectorised formulas of the CSV against plain counting (Hill order: C, H, then alphabetical), on the
+    bundled QM9 sample plus molecules without carbon and with one atom."""
+    from collections import Counter
+
+    from fastdipole.data import bundled_sample_path
+    from fastdipole.data.elements import symbol
+    from fastdipole.evaluation.screening import formula, hill_formulas
+
+    ds = load_h5(bundled_sample_path(), check=False)
+    Z = np.concatenate([ds.Z, [8, 1, 1], [7, 1, 1, 1], [17], [1, 9]])
+    offsets = np.concatenate([ds.offsets, ds.offsets[-1] + np.cumsum([3, 4, 1, 2])])
+
+    def counted(z):
+        c = Counter(symbol(int(a)) for a in z)
+        first = [s for s in ("C", "H") if "C" in c and s in c]
+        order = first + sorted(s for s in c if s not in first)
+        return "".join(s + (str(c[s]) if c[s] > 1 else "") for s in order)
+
+    expected = [counted(Z[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    assert hill_formulas(Z, offsets) == expected
+    assert expected[-4:] == ["H2O", "H3N", "Cl", "FH"] and formula([6, 1, 1, 1, 1]) == "CH4"
