@@ -191,6 +191,15 @@ def test_torchrun_restarts_resume_from_the_last_checkpoint(data, tmp_path, unint
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_streamed_distributed_training_checks_the_file_in_shares_and_trains(data, tmp_path):
+    run = tmp_path / "run"
+    result = _run(_train(data, run, 8, "--epochs", "2", "--data-mode", "stream", "--chunk-molecules", "40",
+                         processes=2))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "checked the 240 molecules" in result.stdout and "each of the 2 processes a share" in result.stdout
+    assert [r["epoch"] for r in read_history(run)] == [1, 2]
+
+
 def test_bad_data_in_another_ranks_share_stops_every_rank_before_training(data, tmp_path):
     from fastdipole.data import save_h5
 
