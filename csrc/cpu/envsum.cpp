@@ -73,6 +73,18 @@ struct Ctx {
   T cutoff;
 };
 
+// Gaussian exponents are clamped here before exp: any exponent below ln(kSensitivityFloor) = -23.03 gives
+// s < 1e-10 (cut <= 1), which the floor drops, so no kept sensitivity changes. Without the clamp exp_poly's
+// own clamp (-87 in float) lets exp(.) * cut fall into the denormal range, and x86 cores take a microcode
+// assist of ~100 cycles per denormal operation: 28 % of the forward's time on QM9 batches (measured).
+constexpr double kMinGaussianExponent = -30.0;
+static_assert(kMinGaussianExponent < -23.03, "the clamp must only touch exponents the floor drops");
+
+template <typename T>
+FD_INLINE T clamped_exponent(T e) {
+  return e < T(kMinGaussianExponent) ? T(kMinGaussianExponent) : e;  // NaN stays NaN
+}
+
 // Pairs whose per-Gaussian terms are computed together, a multiple of kLanes: the Gaussian loops run over
 // pairs in whole vectors (one pair per lane, many independent exp chains), with arrays laid out
 // [v * kPairBatch + k] and padding pairs that evaluate to s = 0.
@@ -126,7 +138,7 @@ FD_INLINE void sensitivity_cols(const Ctx<T>& c, const T* __restrict inv_r, cons
     for (int64_t kb = 0; kb < np; kb += kLanes) {
       for (int64_t kk = 0; kk < kLanes; ++kk) {
         const int64_t k = kb + kk;
-        const T x = exp_poly(gaussian_exponent(inv_r[k], im, nh)) * cut[k];
+        const T x = exp_poly(clamped_exponent(gaussian_exponent(inv_r[k], im, nh))) * cut[k];
         const T y = x <= T(kSensitivityFloor) ? T(0) : x;
         sv[k] = y;
         bits[k] |= ((y != T(0) ? uint64_t(1) : uint64_t(0)) & track) << (v & 63);
@@ -152,7 +164,7 @@ FD_INLINE void sensitivity_gradient_cols(const Ctx<T>& c, const T* __restrict in
         // then selected, so the loop vectorises.
         const T ir = inv_r[k], ck = cut[k];
         const T d = ir - im;
-        const T g = exp_poly(nh * (d * d));
+        const T g = exp_poly(clamped_exponent(nh * (d * d)));
         const T x = g * ck;
         const T gc = g * ck;
         const T a_r = g * (sig2 * d * (ir * ir) * ck + dcut[k]);
