@@ -81,6 +81,25 @@ def test_forward_and_gradients_match_reference(dtype, rel, n_features):
         assert_close_scaled(a, b, 5e-8 if loose else rel, name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_terms_at_the_floor_are_kept_exactly_and_those_below_it_dropped(dtype):
+    """Gaussians whose exponent is -22 (s ~ 2e-10: kept), -23.5 (s ~ 5e-11: dropped) and -40 (far below; the
+    kernels clamp such exponents before exp so no denormal is computed, which must not change a kept term)."""
+    r_pair, sigma_v = 2.0, 34.0
+    exponents = torch.tensor([-22.0, -23.5, -40.0], dtype=torch.float64)
+    inv_mu = 1.0 / r_pair - torch.sqrt(-2.0 * exponents) / sigma_v
+    mu, sigma = (1.0 / inv_mu).to(dtype), torch.full((3,), sigma_v, dtype=dtype)
+    R = torch.tensor([[0.0, 0.0, 0.0], [r_pair, 0.0, 0.0]], dtype=dtype)
+    pf, ps, ro = reference.neighbor_pairs(R, torch.tensor([0, 2]), CUTOFF)
+    r = fops.pair_distances(R, pf, ps)
+    z = torch.tensor([[1.0], [2.0]], dtype=dtype)
+    env = ops().gaussian_envsum(z, r, pf, ps, ro, mu, sigma, CUTOFF)
+    want = reference.gaussian_envsum(z, r, pf, ps, ro, mu, sigma, CUTOFF)
+    assert 1e-10 < float(want[0, 0, 0]) / 2.0 < 1e-9  # the kept term is just above the floor
+    torch.testing.assert_close(env[:, 0], want[:, 0], rtol=1e-6, atol=0.0)
+    assert torch.all(env[:, 1:] == 0) and float(want[0, 1, 0]) > 0  # dropped by the kernels only
+
+
 @pytest.mark.parametrize("n_sens", [1, 7, 70])
 def test_other_numbers_of_gaussians(n_sens):
     """Few Gaussians, and more than 64 (the kernels then skip no band, dropped terms are still 0)."""
