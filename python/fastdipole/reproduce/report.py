@@ -93,8 +93,8 @@ def render(inp: ReportInputs) -> str:
              "average charges help. Paper's loss: `L = l1*(RMSE_q + MAE_q + mean|q_hat|) + l2*(RMSE_mu + MAE_mu)`, "
              "dipole magnitudes in e*A. |mu| is the same for q and -q, so the charge term alone must choose the "
              "sign of the charges.\n")
-    L.append(f"*Setup:* {p['description']}. Every run trains a fixed number of epochs (no wall-clock budget, no "
-             f"early stopping); test metrics use the best-validation checkpoint. Test set: {inp.data['n_test']:,} "
+    L.append(f"*Setup:* {p['description']}. Every run trains a fixed number of epochs (never stopped by elapsed "
+             f"time or by early stopping); test metrics use the best-validation checkpoint. Test set: {inp.data['n_test']:,} "
              f"molecules shared by every run. Seeds {', '.join(map(str, seeds))}: all arms of one seed share the "
              "train/validation split, the shuffling and the initial weights (arms that start the charge head at "
              "per-element mean charges differ in that one layer). Data: "
