@@ -277,9 +277,8 @@ def minimum_pair_distances(dataset: MoleculeDataset, with_pairs: bool = False):
 def molecules_with_close_atoms(dataset: MoleculeDataset, min_distance: float) -> np.ndarray:
     """Indices (ascending) of the molecules with two atoms closer than ``min_distance`` Angstrom.
 
-    With the compiled kernels this is the neighbour-list op at a cutoff of ``min_distance`` (linear in atoms, a
-    few nanoseconds per pair of a small molecule: ~10x faster than comparing all pairs in numpy on QM9), else
-    :func:`minimum_pair_distances`."""
+    With the compiled kernels this is the neighbour-list op at a cutoff of ``min_distance`` (linear in atoms;
+    all of QM9 in 0.11 s against 1.05 s for comparing all pairs in numpy), else :func:`minimum_pair_distances`."""
     from ..ops import extension_available
 
     if not extension_available():  # the reference op holds all pairs in memory: use the blocked numpy path

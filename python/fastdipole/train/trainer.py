@@ -279,8 +279,9 @@ def _check_resume_config(saved: TrainConfig, asked: TrainConfig, run_dir: Path) 
 def _build_data(config: TrainConfig, dataset: MoleculeDataset | None, saved: _Saved | None,
                 dist: Distributed = SINGLE, say: Callable[[str], None] = print):
     """The checked dataset (a :class:`MoleculeDataset` in memory, or an :class:`H5Stream` whose chunks were all
-    read and checked once, each rank checking its share), the config with its species, data path and data mode, the split, the loss's charge labels
-    (None: the file's, or none; for a stream a function of a chunk) and the per-element means (average mode)."""
+    read and checked once, each rank checking its share), the config with its species, data path and data mode,
+    the split, the loss's charge labels (None: the file's, or none; for a stream a function of a chunk) and the
+    per-element means (average mode)."""
     path = config.data_path()
     mode = choose_data_mode(config.data_mode, path) if dataset is None else "memory"
     wanted = config.charges != "none" or (dataset is None and has_array(path, config.charge_array))
