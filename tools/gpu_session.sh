@@ -22,7 +22,8 @@
 #   tests     pytest: the CUDA tests, the CPU op / error / hippynn-parity / graphed-step tests (junit xml; -n 8)
 #   bench     python benchmarks/gpu.py --json $LOGS/gpu_bench.json, benchmarks/gpu_variants.py (each other envsum
 #             kernel, forced through the ops' kernel choice, vs the default, to gpu_variants.md), then
-#             benchmarks/gpu_profile.py (per-kernel times, to gpu_profile.log)
+#             benchmarks/gpu_profile.py (per-kernel times, to gpu_profile.log), then benchmarks/screening.py
+#             --device cuda (`predict` end to end, to screening_cuda.log)
 #   sanitize  compute-sanitizer --tool T for T in $SANITIZE_TOOLS (default: memcheck racecheck synccheck
 #             initcheck) on tools/cuda_smoke.py (PYTORCH_NO_CUDA_MEMORY_CACHING=1: every tensor its own
 #             allocation, exact bounds); memcheck, racecheck and synccheck must be clean, initcheck is reported
@@ -242,6 +243,10 @@ step_bench() {
       "/tmp/fd_epochs$flag/metrics.csv" "$flag"
   done
   "$PYTHON" benchmarks/gpu_profile.py >"$LOGS/gpu_profile.log" 2>&1 || echo "gpu_profile.py failed (see gpu_profile.log)"
+  # issue 16: `fastdipole predict --device cuda` end to end on the session's QM9 file (target: all of QM9, 130,831
+  # molecules, in under 1 s; the carried slice holds 6,000, so scale by molecules/s)
+  "$PYTHON" benchmarks/screening.py --device cuda --data "$FASTDIPOLE_QM9_H5" --threads 1 \
+    >"$LOGS/screening_cuda.log" 2>&1 && tail -n 8 "$LOGS/screening_cuda.log" || echo "screening.py failed (see screening_cuda.log)"
 }
 
 step_profile() {
