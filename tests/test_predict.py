@@ -262,3 +262,27 @@ def test_hill_formulas_of_a_block_match_molecule_by_molecule_counting():
     expected = [counted(Z[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
     assert hill_formulas(Z, offsets) == expected
     assert expected[-4:] == ["H2O", "H3N", "Cl", "FH"] and formula([6, 1, 1, 1, 1]) == "CH4"
+
+
+def test_structure_files_and_smiles_files_are_read_in_blocks(run, tmp_path):
+    """A 40-frame xyz file comes in blocks of 16, 16 and 8 records with the whole file's predictions; the frames
+    are read one at a time (the reader is a generator), so memory is bounded by the block size."""
+    from fastdipole.data.structures import iter_file
+    from fastdipole.evaluation.screening import Screening
+
+    run_dir, data = run
+    dataset = load_h5(data, molecules=slice(0, 40))
+    xyz = tmp_path / "forty.xyz"
+    ase_io.write(xyz, [as_atoms(dataset, m) for m in range(40)], format="extxyz")
+    frames = iter_file(xyz)
+    assert next(frames).name == f"{xyz}:0"  # one record read, not the file
+    model = load_model(run_dir, device="cpu")
+    screening = Screening(model, model.hipnn.species, block_molecules=16)
+    blocks = list(screening.blocks([xyz]))
+    assert [len(b.rows) for b in blocks] == [16, 16, 8]
+    got = np.array([row[3] for b in blocks for row in b.rows])
+    np.testing.assert_allclose(got, predict(model, dataset).mu_pred_debye, rtol=1e-4, atol=1e-5)
+    smiles = tmp_path / "s.smi"
+    smiles.write_text("# comment\nO water\n\nC methane\nN\n")
+    blocks = list(Screening(model, model.hipnn.species, block_molecules=2).blocks(smiles_files=[smiles]))
+    assert [[row[0] for row in b.rows] for b in blocks] == [["water", "methane"], [f"{smiles}:5"]]

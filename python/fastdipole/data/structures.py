@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -64,63 +65,75 @@ def _name(title, path: Path, k: int) -> str:
     return title or f"{path}:{k}"
 
 
-def _read_sdf(path: Path, charge: float) -> list[Record]:
+def _iter_sdf(path: Path, charge: float) -> Iterator[Record]:
     Chem = _rdkit()
-    records = []
     # sanitize=False: coordinates, elements and formal charges are all that is needed, and a record RDKit's
-    # valence rules reject still has them
-    for k, mol in enumerate(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=False)):
-        if mol is None:
-            records.append(Record(f"{path}:{k}", np.zeros(0, np.int64), np.zeros((0, 3)), charge,
-                                  "RDKit cannot read this record"))
-            continue
-        title = mol.GetProp("_Name") if mol.HasProp("_Name") else None
-        Z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
-        total = float(sum(a.GetFormalCharge() for a in mol.GetAtoms()))
-        if mol.GetNumConformers() == 0:
-            records.append(Record(_name(title, path, k), Z, np.zeros((len(Z), 3)), total, "no coordinates"))
-            continue
-        conf = mol.GetConformer()
-        problem = None if conf.Is3D() else "no 3D coordinates (a 2D drawing)"
-        records.append(Record(_name(title, path, k), Z, np.asarray(conf.GetPositions(), dtype=np.float64), total,
-                              problem))
-    return records
+    # valence rules reject still has them. ForwardSDMolSupplier reads one record at a time.
+    with open(path, "rb") as handle:
+        for k, mol in enumerate(Chem.ForwardSDMolSupplier(handle, removeHs=False, sanitize=False)):
+            if mol is None:
+                yield Record(f"{path}:{k}", np.zeros(0, np.int64), np.zeros((0, 3)), charge,
+                             "RDKit cannot read this record")
+                continue
+            title = mol.GetProp("_Name") if mol.HasProp("_Name") else None
+            Z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+            total = float(sum(a.GetFormalCharge() for a in mol.GetAtoms()))
+            if mol.GetNumConformers() == 0:
+                yield Record(_name(title, path, k), Z, np.zeros((len(Z), 3)), total, "no coordinates")
+                continue
+            conf = mol.GetConformer()
+            problem = None if conf.Is3D() else "no 3D coordinates (a 2D drawing)"
+            yield Record(_name(title, path, k), Z, np.asarray(conf.GetPositions(), dtype=np.float64), total, problem)
 
 
-def _read_h5(path: Path, charge: float) -> list[Record]:
+def _iter_h5(path: Path, charge: float) -> Iterator[Record]:
     data = load_h5(path, charges=None)
     totals = data.total_charge if TOTAL_CHARGE_KEY in data.extra else np.full(data.n_molecules, charge)
-    return [Record(f"{path}:{m}", data.Z[a:b], data.R[a:b].astype(np.float64), float(totals[m]))
-            for m, (a, b) in enumerate(zip(data.offsets[:-1], data.offsets[1:]))]
+    for m, (a, b) in enumerate(zip(data.offsets[:-1], data.offsets[1:])):
+        yield Record(f"{path}:{m}", data.Z[a:b], data.R[a:b].astype(np.float64), float(totals[m]))
 
 
-def _read_ase(path: Path, charge: float) -> list[Record]:
+def _iter_ase(path: Path, charge: float) -> Iterator[Record]:
     try:
         import ase.io
     except ImportError:
         raise DataError(f"{path}: reading structure files needs ASE (pip install fastdipole[predict])") from None
-    try:
-        frames = ase.io.read(path, index=":")
-    except Exception as err:  # ASE raises many kinds for unreadable or unknown formats
-        raise DataError(f"{path}: not a structure file ASE can read ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:200]})") from None
-    return [Record(_name(f.info.get("name", f.info.get("title")), path, k),
-                   np.asarray(f.get_atomic_numbers(), dtype=np.int64), np.asarray(f.get_positions(), dtype=np.float64),
-                   float(f.info.get("charge", charge)))
-            for k, f in enumerate(frames)]
+    frames = ase.io.iread(path, index=":")  # one frame at a time
+    k = 0
+    while True:
+        try:
+            f = next(frames)
+        except StopIteration:
+            return
+        except Exception as err:  # ASE raises many kinds for unreadable or unknown formats
+            where = f" (frame {k})" if k else ""
+            raise DataError(f"{path}: not a structure file ASE can read{where} ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:200]})") from None
+        yield Record(_name(f.info.get("name", f.info.get("title")), path, k),
+                     np.asarray(f.get_atomic_numbers(), dtype=np.int64), np.asarray(f.get_positions(), dtype=np.float64),
+                     float(f.info.get("charge", charge)))
+        k += 1
 
 
-def read_file(path, charge: float = 0.0) -> list[Record]:
-    """Every record of one structure file, in order."""
+def iter_file(path, charge: float = 0.0) -> Iterator[Record]:
+    """Every record of one structure file, in order, read as they are asked for (memory: one record at a time for
+    SDF and ASE formats)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    records = (_read_h5 if suffix in H5_SUFFIXES else _read_sdf if suffix in RDKIT_SUFFIXES else _read_ase)(path,
-                                                                                                          charge)
-    if not records:
+    reader = _iter_h5 if suffix in H5_SUFFIXES else _iter_sdf if suffix in RDKIT_SUFFIXES else _iter_ase
+    n = 0
+    for record in reader(path, charge):
+        n += 1
+        yield record
+    if n == 0:
         raise DataError(f"{path}: holds no structures")
-    return records
+
+
+def read_file(path, charge: float = 0.0) -> list[Record]:
+    """Every record of one structure file, in order (all in memory: :func:`iter_file` streams)."""
+    return list(iter_file(path, charge))
 
 
 def molecule_from_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
@@ -157,21 +170,27 @@ def _smiles_record(smiles: str, name: str | None = None) -> Record:
     return Record(name or smiles, Z, R, float(total))
 
 
-def read_smiles_file(path) -> list[Record]:
-    """One record per non-blank, non-comment line: ``SMILES [name]``."""
+def iter_smiles_file(path) -> Iterator[Record]:
+    """One record per non-blank, non-comment line: ``SMILES [name]``, read line by line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        smiles, _, name = line.partition(" ") if " " in line else line.partition("\t")
-        records.append(_smiles_record(smiles, name.strip() or f"{path}:{number}"))
-    if not records:
+    n = 0
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            smiles, _, name = line.partition(" ") if " " in line else line.partition("\t")
+            n += 1
+            yield _smiles_record(smiles, name.strip() or f"{path}:{number}")
+    if n == 0:
         raise DataError(f"{path}: holds no SMILES")
-    return records
+
+
+def read_smiles_file(path) -> list[Record]:
+    """:func:`iter_smiles_file`, all in memory."""
+    return list(iter_smiles_file(path))
 
 
 # ---- checks ------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Inputs are taken in order (structure files, then SMILES files, then SMILES). An .h5 file is streamed in chunks
 of ``block_molecules`` molecules (:class:`~fastdipole.data.streaming.H5Stream`): a chunk is checked as a whole
 (vectorised) and, only when that finds a problem, molecule by molecule, so a bad record is named and, with
-``skip_invalid``, skipped. Other files and SMILES are read whole (ASE / RDKit build one object per molecule
-anyway) and checked per record. Each :class:`Block` carries the rows of its molecules, so the caller can write
+``skip_invalid``, skipped. Other files (SDF through RDKit's forward reader, the rest through ``ase.io.iread``)
+and SMILES are read record by record, in blocks of ``block_molecules``, and checked per record. Each :class:`Block` carries the rows of its molecules, so the caller can write
 them as they come: memory is bounded by the block size, not by the number of molecules.
 """
 
@@ -24,8 +24,8 @@ from ..data.structures import (
     Record,
     _dataset,
     _smiles_record,
-    read_file,
-    read_smiles_file,
+    iter_file,
+    iter_smiles_file,
     record_problem,
 )
 from ..errors import DataError
@@ -85,11 +85,22 @@ class Screening:
             if path.suffix.lower() in H5_SUFFIXES and path.is_file():
                 yield from self._h5_blocks(path)
             else:
-                yield self._records_block(read_file(path, self.charge))
+                yield from self._record_blocks(iter_file(path, self.charge))
         for path in smiles_files:
-            yield self._records_block(read_smiles_file(path))
+            yield from self._record_blocks(iter_smiles_file(path))
         if smiles:
-            yield self._records_block([_smiles_record(s) for s in smiles])
+            yield from self._record_blocks(_smiles_record(s) for s in smiles)
+
+    def _record_blocks(self, records: Iterator[Record]) -> Iterator[Block]:
+        """Blocks of ``block_molecules`` records, taken from ``records`` as they come."""
+        block: list[Record] = []
+        for record in records:
+            block.append(record)
+            if len(block) == self.block_molecules:
+                yield self._records_block(block)
+                block = []
+        if block:
+            yield self._records_block(block)
 
     def check_outcome(self, skip_invalid: bool, complete: bool = True) -> None:
         """After all blocks: the one error about invalid molecules (without ``skip_invalid``), or about none left.
