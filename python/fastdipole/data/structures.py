@@ -86,11 +86,14 @@ def _iter_sdf(path: Path, charge: float) -> Iterator[Record]:
             yield Record(_name(title, path, k), Z, np.asarray(conf.GetPositions(), dtype=np.float64), total, problem)
 
 
-def _iter_h5(path: Path, charge: float) -> Iterator[Record]:
-    data = load_h5(path, charges=None)
+def iter_h5(path: Path, charge: float, molecules: slice = slice(None), check: bool = True) -> Iterator[Record]:
+    """Molecules ``molecules`` (a ``lo:hi`` slice) of a fastdipole .h5 file as records named ``FILE:INDEX`` (the
+    index in the file); ``charge`` where the file has no ``total_charge`` array. ``check``: as :func:`load_h5`."""
+    data = load_h5(path, charges=None, molecules=molecules, check=check)
+    first = molecules.start or 0
     totals = data.total_charge if TOTAL_CHARGE_KEY in data.extra else np.full(data.n_molecules, charge)
     for m, (a, b) in enumerate(zip(data.offsets[:-1], data.offsets[1:])):
-        yield Record(f"{path}:{m}", data.Z[a:b], data.R[a:b].astype(np.float64), float(totals[m]))
+        yield Record(f"{path}:{first + m}", data.Z[a:b], data.R[a:b].astype(np.float64), float(totals[m]))
 
 
 def _iter_ase(path: Path, charge: float) -> Iterator[Record]:
@@ -122,18 +125,13 @@ def iter_file(path, charge: float = 0.0) -> Iterator[Record]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    reader = _iter_h5 if suffix in H5_SUFFIXES else _iter_sdf if suffix in RDKIT_SUFFIXES else _iter_ase
+    reader = iter_h5 if suffix in H5_SUFFIXES else _iter_sdf if suffix in RDKIT_SUFFIXES else _iter_ase
     n = 0
     for record in reader(path, charge):
         n += 1
         yield record
     if n == 0:
         raise DataError(f"{path}: holds no structures")
-
-
-def read_file(path, charge: float = 0.0) -> list[Record]:
-    """Every record of one structure file, in order (all in memory: :func:`iter_file` streams)."""
-    return list(iter_file(path, charge))
 
 
 def molecule_from_smiles(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
@@ -186,11 +184,6 @@ def iter_smiles_file(path) -> Iterator[Record]:
             yield _smiles_record(smiles, name.strip() or f"{path}:{number}")
     if n == 0:
         raise DataError(f"{path}: holds no SMILES")
-
-
-def read_smiles_file(path) -> list[Record]:
-    """:func:`iter_smiles_file`, all in memory."""
-    return list(iter_smiles_file(path))
 
 
 # ---- checks ------------------------------------------------------------------------------------------
